@@ -1,0 +1,34 @@
+# Every target does its own set-up on a fresh machine: the virtual environment, the CPU torch wheel,
+# the package with its test extra, and Fashion-MNIST from Debian when apt is available.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.hmcam-installed
+
+.PHONY: install data test demo bench
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST (full 60k/10k) from Debian's package; without apt, hmcam downloads it on first use.
+data:
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 && { \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; \
+	  } || echo "note: could not install dataset-fashion-mnist through apt; hmcam will download it"; }
+
+test: install data
+	$(PYTHON) -m pytest -q
+
+demo: install data
+	$(PYTHON) -m hmcam demo --out runs/demo
+
+bench: install
+	$(PYTHON) benchmarks/attacks.py
+	$(PYTHON) benchmarks/training.py

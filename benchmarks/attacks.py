@@ -1,0 +1,90 @@
+"""Attack speed against its floor, measured in the same run: prints JSON.
+
+The floor of an attack that evaluates N gradients is N x (forward + backward to the input) of the
+same model on the same batch, plus S forward passes for HMCAM's Metropolis-Hastings test. Ratios,
+not absolute times, are the targets: <= 1.05 for the sign attacks, <= 1.10 for HMCAM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from hmcam.attacks import AIFGSM, FGSM, HMCAM, IFGSM, MIFGSM, MPGD, PGD
+from hmcam.attacks.hygiene import attack_mode
+
+
+def small_cnn() -> nn.Module:
+    """A Fashion-MNIST-size CNN (two conv blocks and two dense layers)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    ).eval()
+
+
+def timed(function, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = small_cnn()
+    x = torch.rand(args.batch, 1, 28, 28)
+    y = torch.randint(0, 10, (args.batch,))
+    steps, eps = args.steps, 0.1
+    samples, inner = 2, args.steps // 2
+
+    def forward_backward() -> None:
+        probe = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(probe), y, reduction="none").sum()
+        torch.autograd.grad(loss, probe)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    with attack_mode(model):
+        unit = timed(forward_backward, args.repeats * 4)
+        forward_time = timed(forward, args.repeats * 4)
+    attacks = {
+        "fgsm": (FGSM(model, eps), 1, 0),
+        "ifgsm": (IFGSM(model, eps, steps=steps), steps, 0),
+        "pgd": (PGD(model, eps, steps=steps, seed=0), steps, 0),
+        "mifgsm": (MIFGSM(model, eps, steps=steps), steps, 0),
+        "mpgd": (MPGD(model, eps, steps=steps, seed=0), steps, 0),
+        "aifgsm": (AIFGSM(model, eps, steps=steps), steps, 0),
+        "hmcam": (HMCAM(model, eps, steps=inner, samples=samples, seed=0), inner * samples, samples),
+    }
+    results = {}
+    for name, (attack, gradients, forwards) in attacks.items():
+        seconds = timed(lambda: attack(x, y), args.repeats)
+        floor = gradients * unit + forwards * forward_time
+        results[name] = {"seconds": round(seconds, 4), "floor_seconds": round(floor, 4), "ratio": round(seconds / floor, 3),
+                         "gradient_evaluations": gradients, "extra_forwards": forwards}
+    print(json.dumps({
+        "device": "cpu", "threads": torch.get_num_threads(), "batch": args.batch, "input": [1, 28, 28],
+        "forward_backward_seconds": round(unit, 5), "forward_seconds": round(forward_time, 5),
+        "targets": {"sign_attacks": 1.05, "hmcam": 1.10}, "attacks": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The paper's neighbourhoods N(x) = {x' : ||x' - x||_p <= eps} for p in {inf, 2, 1} (Eq. 5).
+
+Each norm supplies the three operations every attack needs: the exact Euclidean projection of a
+perturbation onto the eps-ball, a uniform random start inside the ball, and the steepest-ascent
+direction of a gradient (the unit vector of the norm that maximizes <g, d>, i.e. the dual map).
+All operations are batched: ``delta`` is [B, ...] and ``eps`` a tensor broadcastable to it
+([B, 1, ..., 1]), so a per-example eps costs nothing extra.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+TINY = 1e-12
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def per_example(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape a [B] tensor to [B, 1, ..., 1] so it broadcasts against ``like``."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class Norm(ABC):
+    """An L_p threat model: measure, project, sample and steepest-ascent direction."""
+
+    name: str
+
+    @abstractmethod
+    def measure(self, delta: Tensor) -> Tensor:
+        """Per-example norm of ``delta``, shape [B]."""
+
+    @abstractmethod
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        """The closest point to ``delta`` (in L2) inside the eps-ball."""
+
+    @abstractmethod
+    def random_start(self, like: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+        """A perturbation drawn uniformly from the eps-ball, shaped like ``like``."""
+
+    @abstractmethod
+    def direction(self, grad: Tensor) -> Tensor:
+        """The unit-norm direction of steepest ascent for ``grad`` (zero where ``grad`` is zero)."""
+
+    @abstractmethod
+    def diameter(self, span: float, dims: int) -> float:
+        """The largest norm a perturbation can have inside a box of side ``span`` in ``dims`` dimensions."""
+
+
+class LinfNorm(Norm):
+    """L-infinity: clamp, uniform noise in the cube, and the sign of the gradient (FGSM's direction)."""
+
+    name = "linf"
+
+    def measure(self, delta: Tensor) -> Tensor:
+        return _flat(delta).abs().amax(dim=1)
+
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        return torch.maximum(torch.minimum(delta, eps), -eps)
+
+    def random_start(self, like: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+        noise = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        return (2 * noise - 1) * eps
+
+    def direction(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def diameter(self, span: float, dims: int) -> float:
+        return span
+
+
+class L2Norm(Norm):
+    """L2: radial rescaling, uniform sampling in the ball, and the normalized gradient."""
+
+    name = "l2"
+
+    def measure(self, delta: Tensor) -> Tensor:
+        return _flat(delta).norm(p=2, dim=1)
+
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        norms = per_example(self.measure(delta), delta)
+        return delta * torch.clamp(eps / norms.clamp_min(TINY), max=1.0)
+
+    def random_start(self, like: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+        # A uniform point in the d-ball: isotropic direction, radius distributed as U^(1/d).
+        gaussian = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        unit = gaussian / per_example(self.measure(gaussian).clamp_min(TINY), like)
+        dims = _flat(like).shape[1]
+        radius = torch.rand(like.shape[0], generator=generator, device=like.device, dtype=like.dtype)
+        return unit * per_example(radius ** (1.0 / dims), like) * eps
+
+    def direction(self, grad: Tensor) -> Tensor:
+        return grad / per_example(self.measure(grad).clamp_min(TINY), grad)
+
+    def diameter(self, span: float, dims: int) -> float:
+        return span * dims**0.5
+
+
+class L1Norm(Norm):
+    """L1: exact simplex projection (Duchi et al. 2008), uniform sampling, steepest coordinate.
+
+    The steepest-ascent direction under L1 puts the whole unit budget on the coordinate with the
+    largest |gradient| (ties share it equally); that is the exact dual map, and it is why L1 attacks
+    need many small steps.
+    """
+
+    name = "l1"
+
+    def measure(self, delta: Tensor) -> Tensor:
+        return _flat(delta).abs().sum(dim=1)
+
+    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
+        flat = _flat(delta)
+        radius = eps.reshape(-1, 1).expand(flat.shape[0], 1)
+        magnitude = flat.abs()
+        inside = magnitude.sum(dim=1, keepdim=True) <= radius
+        # Find the threshold tau with sum(max(|x| - tau, 0)) = eps by sorting (exact, O(d log d)).
+        ordered, _ = magnitude.sort(dim=1, descending=True)
+        cumulative = ordered.cumsum(dim=1) - radius
+        index = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+        feasible = ordered - cumulative / index > 0
+        count = feasible.to(flat.dtype).cumsum(dim=1).argmax(dim=1, keepdim=True)
+        tau = cumulative.gather(1, count) / (count + 1).to(flat.dtype)
+        shrunk = flat.sign() * (magnitude - tau).clamp_min(0)
+        return torch.where(inside, flat, shrunk).reshape(delta.shape)
+
+    def random_start(self, like: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
+        # d+1 i.i.d. exponentials normalized by their sum are Dirichlet(1, ..., 1); dropping the last
+        # coordinate gives a uniform point of {u >= 0, sum u <= 1}; random signs fill the cross-polytope.
+        flat = _flat(like)
+        shape = (flat.shape[0], flat.shape[1] + 1)
+        uniform = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        exponential = -torch.log1p(-uniform)
+        simplex = (exponential / exponential.sum(dim=1, keepdim=True))[:, :-1]
+        signs = torch.randint(0, 2, flat.shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+        return (simplex * signs).reshape(like.shape) * eps
+
+    def direction(self, grad: Tensor) -> Tensor:
+        flat = _flat(grad)
+        magnitude = flat.abs()
+        top = magnitude.amax(dim=1, keepdim=True)
+        winners = (magnitude == top) & (top > 0)
+        share = winners.to(grad.dtype) / winners.sum(dim=1, keepdim=True).clamp_min(1)
+        return (flat.sign() * share).reshape(grad.shape)
+
+    def diameter(self, span: float, dims: int) -> float:
+        return span * dims
+
+
+NORMS: dict[str, Norm] = {norm.name: norm for norm in (LinfNorm(), L2Norm(), L1Norm())}
+
+
+def get_norm(name: str) -> Norm:
+    """Look up a norm by name (``"linf"``, ``"l2"`` or ``"l1"``)."""
+    if not isinstance(name, str) or name.lower() not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORMS)}")
+    return NORMS[name.lower()]

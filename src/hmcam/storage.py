@@ -1,0 +1,71 @@
+"""Crash-safe tensor files: safetensors with embedded JSON metadata and a readable JSON sidecar.
+
+Nothing here unpickles. A file is written to a temporary name in the same folder, flushed to disk
+and renamed over the target, so a kill at any moment leaves either the old file or the new one.
+The metadata is stored twice: inside the safetensors header (the authoritative copy, so weights and
+metadata can never disagree) and as ``<name>.json`` beside it for people and other tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+METADATA_KEY = "hmcam"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar that sits beside a safetensors file: ``model.safetensors`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Save ``tensors`` and JSON-serializable ``metadata`` to ``path`` (safetensors) and its sidecar."""
+    text = json.dumps(metadata, sort_keys=True)
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    atomic_write(path, safetensors_bytes(contiguous, metadata={METADATA_KEY: text}))
+    atomic_write_json(sidecar_path(path), metadata)
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load tensors and metadata written by :func:`save_tensors`; never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tensor file at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+    if METADATA_KEY not in header:
+        raise ValueError(f"{path} has no hmcam metadata in its header; it was not written by hmcam")
+    return tensors, json.loads(header[METADATA_KEY])

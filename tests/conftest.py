@@ -1,0 +1,83 @@
+"""Shared fixtures: small real datasets and small trained models, built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def digits_cnn() -> nn.Module:
+    """A small CNN for scikit-learn's 8x8 digits (1 x 8 x 8 inputs in [0, 1], 10 classes)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, torch.Tensor]:
+    """scikit-learn's bundled handwritten digits (1797 real 8x8 images), split 1400 / 397."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0
+    labels = torch.tensor(data.target, dtype=torch.int64)
+    return {"x_train": images[:1400], "y_train": labels[:1400], "x_test": images[1400:], "y_test": labels[1400:]}
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits) -> nn.Module:
+    """``digits_cnn`` trained with Adam for 15 epochs (about 90% test accuracy); returned in eval mode."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = digits_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = digits["x_train"], digits["y_train"]
+    for _ in range(15):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), 64):
+            batch = order[start:start + 64]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    model.eval()
+    accuracy = (model(digits["x_test"]).argmax(1) == digits["y_test"]).float().mean()
+    assert accuracy > 0.85, f"digits fixture trained to only {accuracy:.3f}"
+    return model
+
+
+@pytest.fixture(scope="session")
+def digits_correct(digits, digits_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 128 test digits that the trained model classifies correctly."""
+    with torch.no_grad():
+        correct = digits_model(digits["x_test"]).argmax(1) == digits["y_test"]
+    return digits["x_test"][correct][:128], digits["y_test"][correct][:128]
+
+
+class TinyNet(nn.Module):
+    """A tiny classifier with BatchNorm and Dropout, to check that attacks handle both modes."""
+
+    def __init__(self, channels: int = 1, side: int = 6, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * side * side, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.fixture
+def tiny_net_factory():
+    """Build a seeded TinyNet in train mode (the state users leave models in)."""
+
+    def build(seed: int = 0, channels: int = 1, side: int = 6, classes: int = 4) -> TinyNet:
+        torch.manual_seed(seed)
+        return TinyNet(channels, side, classes).train()
+
+    return build
