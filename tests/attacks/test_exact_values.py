@@ -139,3 +139,18 @@ def test_hmc_leapfrog_conserves_energy_for_small_steps(digits_correct, digits_mo
     result = HMC(digits_model, 0.05, alpha=alpha, steps=5, samples=3, seed=0).sample(x[:64], y[:64])
     # A nearly exact integrator keeps H almost constant, so nearly every proposal is accepted.
     assert result.acceptance_rate > 0.9
+
+
+def test_daa_interaction_for_two_particles_by_hand() -> None:
+    from hmcam.attacks import DAA
+
+    attack = DAA(Linear2(W), 0.1, c=1.1)
+    points = torch.tensor([[0.0], [1.0]])
+    grads = torch.tensor([[1.0], [-1.0]])
+    # Squared distances {0, 1, 1, 0}: median 0.5, h^2 = 0.5 / (2 ln 2), so K_12 = exp(-1 / (2 h^2)) = 0.25.
+    h2 = 0.5 / (2 * math.log(2))
+    repulsion = 0.25 * 1.0 / h2  # sum_j K_ij (x_i - x_j) / h^2 for particle 2 (particle 1 gets the negative)
+    smoothed = 1.0 + 1.1 / 2 * (0.75 + repulsion)  # g + c/B (K g - repulsion), with (K g)_1 = 1 - 0.25
+    torch.testing.assert_close(attack.interaction(points, grads), torch.tensor([[smoothed], [-smoothed]]))
+    # A lone example has no neighbours: DAA is PGD.
+    torch.testing.assert_close(attack.interaction(points[:1], grads[:1]), grads[:1])

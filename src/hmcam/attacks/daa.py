@@ -43,7 +43,8 @@ class DAA(PGD):
         points = x_adv.flatten(1)
         gradients = grad.flatten(1)
         squared = torch.cdist(points, points).pow(2)
-        bandwidth = (squared.median() / (2 * math.log(batch))).clamp_min(1e-12)
+        # The interpolated median, as the authors' np.median; torch.median would take the lower middle value.
+        bandwidth = (squared.flatten().quantile(0.5) / (2 * math.log(batch))).clamp_min(1e-12)
         kernel = torch.exp(-squared / (2 * bandwidth))
         repulsion = (kernel.sum(dim=1, keepdim=True) * points - kernel @ points) / bandwidth
         smoothed = gradients + self.c / batch * (kernel @ gradients - repulsion)

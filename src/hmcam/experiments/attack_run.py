@@ -1,0 +1,118 @@
+"""Run one attack over a dataset in batches and summarize it (success, acceptance, norms, time)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from hmcam.attacks import ChainAttack, attack_mode, get_attack
+from hmcam.attacks.norms import NORMS
+from hmcam.evaluation import predict
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """What to run: an attack name from :data:`hmcam.attacks.ATTACKS` and its hyper-parameters.
+
+    ``steps`` is the attack's T; for chain attacks (HMCAM, HMC) ``samples`` is S, so N = S * T.
+    Options the attack does not take (``samples`` for PGD, say) are not passed to it; ``options``
+    holds any further keyword arguments of the attack class.
+    """
+
+    name: str
+    eps: float = 0.1
+    steps: int = 10
+    samples: int = 1
+    alpha: float | None = None
+    norm: str = "linf"
+    targeted: bool = False
+    seed: int = 0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, model: nn.Module):
+        """Instantiate the attack for ``model``, passing only the arguments its class accepts."""
+        attack_class = get_attack(self.name)
+        accepted = set()
+        for klass in attack_class.__mro__:
+            if "__init__" in vars(klass):
+                accepted |= set(inspect.signature(klass.__init__).parameters)
+        wanted = {"eps": self.eps, "steps": self.steps, "samples": self.samples, "alpha": self.alpha,
+                  "norm": self.norm, "targeted": self.targeted, "seed": self.seed, **dict(self.options)}
+        if not attack_class.uses_eps:
+            wanted.pop("eps")
+            wanted.pop("norm")
+        return attack_class(model, **{key: value for key, value in wanted.items() if key in accepted and value is not None})
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    """Adversarial examples for a dataset slice, the full chains when the attack samples, and a summary."""
+
+    adversarial: Tensor
+    samples: Tensor | None
+    summary: dict[str, Any]
+
+
+def run_attack(model: nn.Module, settings: AttackSettings, images: Tensor, labels: Tensor, *,
+               batch_size: int = 128, progress: bool = True) -> AttackRun:
+    """Attack ``images`` batch by batch and measure what the paper reports.
+
+    Success rate is counted among the examples the model classifies correctly (untargeted) or as
+    target hits (targeted; targets are ``(label + 1) mod classes``). For chain attacks the summary
+    adds the acceptance rate and the any-sample and every-sample success rates.
+    """
+    attack = settings.build(model)
+    wanted = labels
+    if settings.targeted:
+        with attack_mode(model), torch.no_grad():
+            wanted = (labels + 1) % model(images[:1]).shape[1]
+    adversarial, chains, accepted = [], [], []
+    started = time.perf_counter()
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc=settings.name, unit="batch", disable=not progress):
+        x = images[start:start + batch_size]
+        y = wanted[start:start + batch_size]
+        if isinstance(attack, ChainAttack):
+            result = attack.sample(x, y)
+            chains.append(result.samples)
+            accepted.append(result.accepted)
+            adversarial.append(result.samples[-1])
+        else:
+            adversarial.append(attack(x, y))
+    seconds = time.perf_counter() - started
+    adversarial_images = torch.cat(adversarial)
+    samples = torch.cat(chains, dim=1) if chains else None
+    clean_prediction = predict(model, images)
+    adversarial_prediction = predict(model, adversarial_images)
+    correct = clean_prediction == labels
+    if settings.targeted:
+        hits = adversarial_prediction == wanted
+        eligible = torch.ones_like(correct)
+    else:
+        hits = adversarial_prediction != labels
+        eligible = correct
+    delta = (adversarial_images - images)
+    summary: dict[str, Any] = {
+        "attack": settings.name, "eps": settings.eps if attack.uses_eps else None, "norm": attack.norm.name,
+        "steps": settings.steps, "samples": settings.samples if samples is not None else None,
+        "targeted": settings.targeted, "examples": len(images),
+        "clean_accuracy": float(correct.float().mean()),
+        "robust_accuracy": float((adversarial_prediction == labels).float().mean()),
+        "success_rate": float(hits[eligible].float().mean()) if eligible.any() else None,
+        "seconds": seconds,
+        "mean_linf": float(NORMS["linf"].measure(delta).mean()),
+        "mean_l2": float(NORMS["l2"].measure(delta).mean()),
+    }
+    if samples is not None:
+        sample_prediction = predict(model, samples)
+        sample_hits = sample_prediction == wanted if settings.targeted else sample_prediction != labels
+        summary["acceptance_rate"] = float(torch.cat(accepted, dim=1).float().mean())
+        summary["any_sample_success_rate"] = float(sample_hits.any(0)[eligible].float().mean()) if eligible.any() else None
+        summary["all_samples_success_rate"] = float(sample_hits.all(0)[eligible].float().mean()) if eligible.any() else None
+    return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary)

@@ -1,0 +1,1 @@
+"""Figures, tables and reports written next to every result."""
