@@ -1,0 +1,17 @@
+"""Training methods: the interface, the registry and the shipped methods (natural, PGD-AT)."""
+
+from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
+from hmcam.training.methods.natural import NaturalTraining
+from hmcam.training.methods.pgd import PGDTraining
+from hmcam.training.methods.registry import METHODS, build_method, register_method
+
+__all__ = [
+    "METHODS",
+    "MethodOutput",
+    "NaturalTraining",
+    "PGDTraining",
+    "StepContext",
+    "TrainingMethod",
+    "build_method",
+    "register_method",
+]

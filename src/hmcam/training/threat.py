@@ -1,0 +1,37 @@
+"""The L-inf threat model each dataset is trained and evaluated against by default.
+
+MNIST-like datasets use Madry et al.'s eps = 0.3 with 40 steps of 0.01 (the paper's Table 7 setting,
+section 5.5); CIFAR uses eps = 8/255 with 7 steps of 2/255 (Madry et al.'s CIFAR-10 PGD-7, the
+paper's Tables 4-5 radius). Every value can be overridden where it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threat:
+    """An L-inf ball of radius ``eps`` searched by ``steps`` PGD steps of size ``alpha``."""
+
+    eps: float
+    alpha: float
+    steps: int
+
+
+MNIST_LIKE = Threat(eps=0.3, alpha=0.01, steps=40)
+CIFAR_LIKE = Threat(eps=8 / 255, alpha=2 / 255, steps=7)
+
+THREATS: dict[str, Threat] = {
+    "mnist": MNIST_LIKE,
+    "fashion-mnist": MNIST_LIKE,
+    "cifar10": CIFAR_LIKE,
+    "cifar100": CIFAR_LIKE,
+}
+
+
+def default_threat(dataset: str | None) -> Threat | None:
+    """The default threat model of ``dataset`` (case-insensitive), or None when it has none."""
+    if dataset is None:
+        return None
+    return THREATS.get(dataset.lower())
