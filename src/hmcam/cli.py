@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, DatasetNotFoundError, CheckpointError) as error:
         print(f"hmcam {args.command}: error: {error}", file=sys.stderr)
         return 2
-    print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
+    # Under torchrun every process runs the command; one report is enough.
+    if os.environ.get("RANK", "0") == "0":
+        print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
     return 0
 
 
