@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,7 @@ from hmcam.attacks.norms import Norm, get_norm, per_example
 from hmcam.models.wrappers import Ensemble
 
 BOUNDS_TOLERANCE = 1e-6
+T = TypeVar("T")
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -150,11 +152,14 @@ class Attack(ABC):
 
     # ------------------------------------------------------------------------------ entry point
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.guarded(x, y, self.perturb).detach().to(dtype=x.dtype)
+
+    def guarded(self, x: Tensor, y: Tensor, body: Callable[[Ball, Tensor, torch.Generator | None], T]) -> T:
+        """Check the inputs, then run ``body(ball, y, generator)`` with the model in attack mode."""
         ball, y = self.prepare(x, y)
         with attack_mode(self.model):
             self._check_model(ball.center, y)
-            adversarial = self.perturb(ball, y, self.generator(x.device))
-        return adversarial.detach().to(dtype=x.dtype)
+            return body(ball, y, self.generator(x.device))
 
     def prepare(self, x: Tensor, y: Tensor) -> tuple[Ball, Tensor]:
         """Check ``x`` and ``y`` and build the feasible set; the caller's tensors are never modified."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from hmcam.attacks.base import Attack, Ball
-from hmcam.attacks.hygiene import attack_mode
 
 
 def metropolis_hastings(log_ratio: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -70,18 +69,8 @@ class ChainAttack(Attack):
 
     def sample(self, x: Tensor, y: Tensor) -> ChainResult:
         """The whole sequence of adversarial examples with its acceptance statistics."""
-        ball, y = self.prepare(x, y)
-        with attack_mode(self.model):
-            self._check_model(ball.center, y)
-            result = self.chain(ball, y, self.generator(x.device))
-        return ChainResult(
-            samples=result.samples.detach().to(dtype=x.dtype),
-            accepted=result.accepted,
-            acceptance_probability=result.acceptance_probability.detach(),
-            energy=result.energy.detach(),
-            proposal_energy=result.proposal_energy.detach(),
-            success=result.success,
-        )
+        result = self.guarded(x, y, self.chain)
+        return replace(result, samples=result.samples.to(dtype=x.dtype))
 
     def perturb(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
         return self.chain(ball, y, generator).samples[-1]

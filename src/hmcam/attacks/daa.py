@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from hmcam.attacks.base import Ball, check_positive_float
+from hmcam.attacks.losses import margin
 from hmcam.attacks.pgd import PGD
 
 
@@ -32,7 +33,7 @@ class DAA(PGD):
     def __init__(self, model: torch.nn.Module, eps: float | Tensor, alpha: float | None = None,
                  steps: int = 10, restarts: int = 1, *, c: float | None = None, **kwargs) -> None:
         super().__init__(model, eps, alpha, steps, restarts, **kwargs)
-        default = 10.0 if kwargs.get("loss") == "cw" else 1.1
+        default = 10.0 if self.loss is margin else 1.1
         self.c = default if c is None else check_positive_float("c", c)
 
     def interaction(self, x_adv: Tensor, grad: Tensor) -> Tensor:
