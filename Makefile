@@ -1,16 +1,18 @@
 # Every target does its own set-up on a fresh machine: the virtual environment, the CPU torch wheel,
-# the package with its test extra, and Fashion-MNIST from Debian when apt is available.
+# the package with its test and dev extras, and Fashion-MNIST from Debian when apt is available.
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.hmcam-installed
+# Where `make docs` builds the site (ignored by git).
+SITE   ?= site
 
-.PHONY: install data test demo bench
+.PHONY: install data lint docs test demo bench
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e '.[test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +25,17 @@ data:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; \
 	  } || echo "note: could not install dataset-fashion-mnist through apt; hmcam will download it"; }
 
-test: install data
+# Lint, formatting and strict types; configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+# The API and user-guide site (mkdocs.yml, docs/); --strict turns every warning into an error.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir $(SITE)
+
+test: install data lint docs
 	$(PYTHON) -m pytest -q
 
 demo: install data

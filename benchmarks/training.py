@@ -31,13 +31,24 @@ BATCH_SIZE = 128
 EPS = 0.1
 
 
-def epoch_seconds(method: str, method_kwargs: dict, channels_last: bool, train_examples: int,
-                  folder: Path) -> float:
+def epoch_seconds(method: str, method_kwargs: dict, channels_last: bool, train_examples: int, folder: Path) -> float:
     """Training seconds of a one-epoch run (a fresh model; data loading and evaluation not timed)."""
     config = TrainConfig(
-        dataset=DATASET, model=MODEL, method=method, method_kwargs=method_kwargs, epochs=1,
-        batch_size=BATCH_SIZE, lr=0.05, train_limit=train_examples, test_limit=BATCH_SIZE,
-        eval_subset=0, seed=0, channels_last=channels_last, progress=False, device="cpu", out=str(folder),
+        dataset=DATASET,
+        model=MODEL,
+        method=method,
+        method_kwargs=method_kwargs,
+        epochs=1,
+        batch_size=BATCH_SIZE,
+        lr=0.05,
+        train_limit=train_examples,
+        test_limit=BATCH_SIZE,
+        eval_subset=0,
+        seed=0,
+        channels_last=channels_last,
+        progress=False,
+        device="cpu",
+        out=str(folder),
     )
     summary = train(config)
     return summary["final"]["train_seconds"]
@@ -53,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         parser.error("--rounds must be at least 2: the first round is a warm-up")
     pgd_kwargs = {"eps": EPS, "alpha": 2.5 * EPS / args.steps, "steps": args.steps}
-    variants = [(method, kwargs, layout) for layout in ("channels_last", "contiguous")
-                for method, kwargs in (("natural", {}), ("pgd", pgd_kwargs))]
+    variants = [
+        (method, kwargs, layout)
+        for layout in ("channels_last", "contiguous")
+        for method, kwargs in (("natural", {}), ("pgd", pgd_kwargs))
+    ]
     times: dict[tuple[str, str], list[float]] = {(method, layout): [] for method, _, layout in variants}
     with tempfile.TemporaryDirectory() as folder:
         for round_index in range(args.rounds):
@@ -70,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             "natural_seconds_per_epoch": round(natural, 3),
             "pgd_seconds_per_epoch": round(pgd, 3),
             "pgd_over_natural": round(pgd / natural, 2),
-            "median_seconds": {method: round(statistics.median(times[(method, layout)]), 3)
-                               for method in ("natural", "pgd")},
+            "median_seconds": {
+                method: round(statistics.median(times[(method, layout)]), 3) for method in ("natural", "pgd")
+            },
         }
     report = {
         "benchmark": "training seconds per epoch (minimum over rounds)",
@@ -88,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "layouts": layouts,
         "channels_last_speedup": {
-            method: round(layouts["contiguous"][f"{method}_seconds_per_epoch"]
-                          / layouts["channels_last"][f"{method}_seconds_per_epoch"], 2)
+            method: round(
+                layouts["contiguous"][f"{method}_seconds_per_epoch"]
+                / layouts["channels_last"][f"{method}_seconds_per_epoch"],
+                2,
+            )
             for method in ("natural", "pgd")
         },
     }

@@ -17,8 +17,18 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("lenet", num_classes=10, in_channels=1)
     path = tmp_path_factory.mktemp("ckpt") / "lenet.safetensors"
-    save_checkpoint(path, model, architecture="lenet", dataset="fashion-mnist", input_shape=(1, 28, 28), num_classes=10,
-                    mean=None, std=None, training={}, metrics={})
+    save_checkpoint(
+        path,
+        model,
+        architecture="lenet",
+        dataset="fashion-mnist",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        mean=None,
+        std=None,
+        training={},
+        metrics={},
+    )
     return path
 
 
@@ -29,8 +39,23 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_attack_writes_examples_summary_and_grid(capsys, checkpoint, tmp_path) -> None:
-    code, out, _ = run(capsys, "attack", str(checkpoint), "--attack", "hmcam", "--eps", "0.1", "--steps", "2",
-                       "--samples", "3", "--limit", "16", "--out", str(tmp_path))
+    code, out, _ = run(
+        capsys,
+        "attack",
+        str(checkpoint),
+        "--attack",
+        "hmcam",
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+        "--samples",
+        "3",
+        "--limit",
+        "16",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["attack"] == "hmcam" and summary["examples"] == 16 and 0 <= summary["acceptance_rate"] <= 1
@@ -42,8 +67,19 @@ def test_attack_writes_examples_summary_and_grid(capsys, checkpoint, tmp_path) -
 
 
 def test_eval_reports_clean_and_robust_accuracy(capsys, checkpoint, tmp_path) -> None:
-    code, out, _ = run(capsys, "eval", str(checkpoint), "--attack", "pgd", "--steps", "3", "--limit", "32",
-                       "--out", str(tmp_path / "eval.json"))
+    code, out, _ = run(
+        capsys,
+        "eval",
+        str(checkpoint),
+        "--attack",
+        "pgd",
+        "--steps",
+        "3",
+        "--limit",
+        "32",
+        "--out",
+        str(tmp_path / "eval.json"),
+    )
     assert code == 0
     result = json.loads(out)
     assert result["robust_accuracy"] <= result["clean_accuracy"]
@@ -51,8 +87,25 @@ def test_eval_reports_clean_and_robust_accuracy(capsys, checkpoint, tmp_path) ->
 
 
 def test_train_then_resume(capsys, tmp_path) -> None:
-    argv = ["train", "--dataset", "fashion-mnist", "--model", "mlp", "--epochs", "1", "--train-limit", "256",
-            "--test-limit", "64", "--eval-subset", "0", "--batch-size", "64", "--out", str(tmp_path)]
+    argv = [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+        "--eval-subset",
+        "0",
+        "--batch-size",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
     code, out, _ = run(capsys, *argv)
     assert code == 0 and json.loads(out)["epochs"] == 1
     assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "metrics.jsonl").is_file()

@@ -8,14 +8,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the subcommands import what they need when they run, to keep `hmcam --help` fast
+    from torch import nn
+
+    from hmcam.data import ImageDataset
+    from hmcam.experiments.attack_run import AttackSettings
 
 METHOD_FLAGS = ("eps", "alpha", "steps")
 
 
 def _add_data(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--dataset", required=required, help="mnist, fashion-mnist, cifar10, cifar100 or imagenet")
-    parser.add_argument("--data-root", help="folder holding the dataset (else $HMCAM_DATA, ~/.cache/hmcam, system places)")
+    parser.add_argument(
+        "--data-root", help="folder holding the dataset (else $HMCAM_DATA, ~/.cache/hmcam, system places)"
+    )
 
 
 def _add_attack(parser: argparse.ArgumentParser, default: str) -> None:
@@ -33,7 +41,9 @@ def _add_attack(parser: argparse.ArgumentParser, default: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per task."""
-    parser = argparse.ArgumentParser(prog="hmcam", description="Probabilistic adversarial attack and learning (HMCAM, CAT).")
+    parser = argparse.ArgumentParser(
+        prog="hmcam", description="Probabilistic adversarial attack and learning (HMCAM, CAT)."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model (natural or adversarial)")
@@ -81,15 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> AttackSettings:
     from hmcam.experiments.attack_run import AttackSettings
 
-    return AttackSettings(args.attack.lower(), eps=args.eps, steps=args.steps, samples=args.samples, alpha=args.alpha,
-                          norm=args.norm, targeted=args.targeted, seed=args.seed)
+    return AttackSettings(
+        args.attack.lower(),
+        eps=args.eps,
+        steps=args.steps,
+        samples=args.samples,
+        alpha=args.alpha,
+        norm=args.norm,
+        targeted=args.targeted,
+        seed=args.seed,
+    )
 
 
-def _checkpoint_data(args: argparse.Namespace):
-    from hmcam.data import load_dataset
+def _checkpoint_data(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], ImageDataset]:
+    from hmcam.data import ImageDataset, load_dataset
     from hmcam.models import load_checkpoint
 
     model, metadata = load_checkpoint(args.checkpoint)
@@ -99,26 +117,44 @@ def _checkpoint_data(args: argparse.Namespace):
     if args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     test = load_dataset(dataset, split="test", root=args.data_root, limit=args.limit)
+    if not isinstance(test, ImageDataset):
+        raise ValueError(f"{dataset} is decoded lazily from image files; the command line attacks in-memory datasets")
     expected = tuple(metadata.get("input_shape") or ())
     if expected and tuple(test.images.shape[1:]) != expected:
-        raise ValueError(f"{args.checkpoint} takes inputs of shape {expected} but {dataset} has {tuple(test.images.shape[1:])}")
+        raise ValueError(
+            f"{args.checkpoint} takes inputs of shape {expected} but {dataset} has {tuple(test.images.shape[1:])}"
+        )
     return model, metadata, test
 
 
 def command_train(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam train``: train a model into ``--out``; returns the run summary."""
     from hmcam.training import TrainConfig, train
 
     method_kwargs = {name: getattr(args, name) for name in METHOD_FLAGS if getattr(args, name) is not None}
     config = TrainConfig(
-        dataset=args.dataset or "fashion-mnist", model=args.model, method=args.method, method_kwargs=method_kwargs,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, seed=args.seed,
-        deterministic=args.deterministic, data_root=args.data_root, train_limit=args.train_limit,
-        test_limit=args.test_limit, eval_subset=args.eval_subset, out=args.out, device=args.device,
+        dataset=args.dataset or "fashion-mnist",
+        model=args.model,
+        method=args.method,
+        method_kwargs=method_kwargs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        data_root=args.data_root,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        eval_subset=args.eval_subset,
+        out=args.out,
+        device=args.device,
     )
     return train(config, resume=args.resume)
 
 
 def command_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam eval``: clean and robust accuracy of a checkpoint under one attack."""
     from hmcam.experiments.attack_run import run_attack
     from hmcam.storage import atomic_write_json
 
@@ -131,6 +167,7 @@ def command_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def command_attack(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam attack``: attack a checkpoint; write the examples, a summary and a grid into ``--out``."""
     from hmcam.evaluation import predict
     from hmcam.experiments.attack_run import run_attack
     from hmcam.reporting.figures import first_changed, save_adversarial_grid
@@ -148,44 +185,66 @@ def command_attack(args: argparse.Namespace) -> dict[str, Any]:
     clean_prediction = predict(model, test.images)
     adversarial_prediction = predict(model, run.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
-    save_adversarial_grid(out / "grid.png", test.images[shown], run.adversarial[shown], clean_prediction[shown],
-                          adversarial_prediction[shown], test.info.class_names or [str(i) for i in range(1000)],
-                          f"{settings.name}, {settings.norm} eps = {settings.eps}")
+    save_adversarial_grid(
+        out / "grid.png",
+        test.images[shown],
+        run.adversarial[shown],
+        clean_prediction[shown],
+        adversarial_prediction[shown],
+        test.info.class_names or [str(i) for i in range(1000)],
+        f"{settings.name}, {settings.norm} eps = {settings.eps}",
+    )
     return {"out": str(out), "files": ["adversarial.safetensors", "summary.json", "grid.png"], **run.summary}
 
 
 def command_models(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam models``: every architecture with its family, input shape and published size."""
     from hmcam.models import MODELS
 
-    return {name: {"family": spec.family, "input_shape": list(spec.input_shape), "published_params": spec.published_params}
-            for name, spec in MODELS.items()}
+    return {
+        name: {"family": spec.family, "input_shape": list(spec.input_shape), "published_params": spec.published_params}
+        for name, spec in MODELS.items()
+    }
 
 
 def command_attacks(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam attacks``: every attack name with the first line of its docstring."""
     from hmcam.attacks import ATTACKS
 
     return {name: (klass.__doc__ or "").strip().splitlines()[0] for name, klass in ATTACKS.items()}
 
 
 def command_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    """``hmcam datasets``: every dataset with its shape, classes and the folder it was found in."""
     from hmcam.data import DATASETS, find_dataset
 
     listing = {}
     for name, info in DATASETS.items():
         found = find_dataset(name, root=args.data_root)
-        listing[name] = {"input_shape": list(info.input_shape), "classes": info.num_classes,
-                         "found": str(found) if found else None}
+        listing[name] = {
+            "input_shape": list(info.input_shape),
+            "classes": info.num_classes,
+            "found": str(found) if found else None,
+        }
     return listing
 
 
 def command_demo(args: argparse.Namespace) -> str:
+    """``hmcam demo``: train the demo model, run the demo attacks and write the report."""
     from hmcam.experiments.demo import main_summary, run_demo
 
     return main_summary(run_demo(args.out, examples=args.examples, epochs=args.epochs, data_root=args.data_root))
 
 
-COMMANDS = {"train": command_train, "eval": command_eval, "attack": command_attack, "models": command_models,
-            "attacks": command_attacks, "datasets": command_datasets, "demo": command_demo}
+COMMANDS = {
+    "train": command_train,
+    "eval": command_eval,
+    "attack": command_attack,
+    "models": command_models,
+    "attacks": command_attacks,
+    "datasets": command_datasets,
+    "demo": command_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

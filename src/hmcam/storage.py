@@ -21,7 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 METADATA_KEY = "hmcam"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,17 +37,17 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     atomic_write(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
-def sidecar_path(path: str | os.PathLike) -> Path:
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """The JSON sidecar that sits beside a safetensors file: ``model.safetensors`` -> ``model.json``."""
     return Path(path).with_suffix(".json")
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Save ``tensors`` and JSON-serializable ``metadata`` to ``path`` (safetensors) and its sidecar."""
     text = json.dumps(metadata, sort_keys=True)
     contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
@@ -55,7 +55,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     atomic_write_json(sidecar_path(path), metadata)
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load tensors and metadata written by :func:`save_tensors`; never unpickles."""
     path = Path(path)
     if not path.is_file():

@@ -27,5 +27,5 @@ def test_batch_equals_one_at_a_time(name, digits_correct, digits_model) -> None:
     x, y = x[:12], y[:12]
     attack = DETERMINISTIC[name](digits_model)
     batched = attack(x, y)
-    single = torch.cat([attack(x[i:i + 1], y[i:i + 1]) for i in range(len(x))])
+    single = torch.cat([attack(x[i : i + 1], y[i : i + 1]) for i in range(len(x))])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)

@@ -39,7 +39,9 @@ def test_fgsm_equals_hand_formula() -> None:
     torch.testing.assert_close(FGSM(Linear2(W), 0.1)(X, Y), expected)
     # L2: x + eps * g / ||g||
     g = hand_gradient(X)
-    torch.testing.assert_close(FGSM(Linear2(W), 0.1, norm="l2")(X, Y), (X.flatten() + 0.1 * g / g.norm()).reshape(X.shape))
+    torch.testing.assert_close(
+        FGSM(Linear2(W), 0.1, norm="l2")(X, Y), (X.flatten() + 0.1 * g / g.norm()).reshape(X.shape)
+    )
 
 
 def test_one_step_of_each_iterative_attack() -> None:
@@ -47,12 +49,15 @@ def test_one_step_of_each_iterative_attack() -> None:
     for attack in (IFGSM(Linear2(W), 0.1, alpha=0.03, steps=1), MIFGSM(Linear2(W), 0.1, alpha=0.03, steps=1)):
         torch.testing.assert_close(attack(X, Y), step)
     # PGD without a random start is I-FGSM with Madry's default step 2.5 * eps / steps = 0.25 -> clipped to eps.
-    torch.testing.assert_close(PGD(Linear2(W), 0.1, steps=1, random_start=False)(X, Y), (X.flatten() + 0.1 * hand_gradient(X).sign()).reshape(X.shape))
+    torch.testing.assert_close(
+        PGD(Linear2(W), 0.1, steps=1, random_start=False)(X, Y),
+        (X.flatten() + 0.1 * hand_gradient(X).sign()).reshape(X.shape),
+    )
 
 
 def test_mifgsm_second_step_uses_l1_normalized_momentum() -> None:
     # With decay 1, momentum after two steps is g1/|g1|_1 + g2/|g2|_1; check the sign of that by hand.
-    x1 = (X.flatten() + 0.01 * hand_gradient(X).sign())
+    x1 = X.flatten() + 0.01 * hand_gradient(X).sign()
     g1, g2 = hand_gradient(X), hand_gradient(x1)
     momentum = g1 / g1.abs().sum() + g2 / g2.abs().sum()
     expected = (x1 + 0.01 * momentum.sign()).reshape(X.shape)
@@ -110,7 +115,9 @@ def test_hmcam_energy_bookkeeping(digits_correct, digits_model) -> None:
     result = HMCAM(digits_model, 0.1, steps=3, samples=4, temperature=0.5, seed=0).sample(x, y)
     with torch.no_grad():
         start_energy = nn.functional.cross_entropy(digits_model(x), y, reduction="none")  # J(x) + |v_0| = J(x)
-        sample_loss = nn.functional.cross_entropy(digits_model(result.samples.flatten(0, 1)), y.repeat(4), reduction="none").reshape(4, 32)
+        sample_loss = nn.functional.cross_entropy(
+            digits_model(result.samples.flatten(0, 1)), y.repeat(4), reduction="none"
+        ).reshape(4, 32)
     previous = torch.cat([start_energy[None], result.energy[:-1]])
     expected = torch.exp(((result.proposal_energy - previous) / 0.5).clamp(max=0))
     torch.testing.assert_close(result.acceptance_probability, expected, atol=1e-4, rtol=1e-4)
@@ -154,3 +161,29 @@ def test_daa_interaction_for_two_particles_by_hand() -> None:
     torch.testing.assert_close(attack.interaction(points, grads), torch.tensor([[smoothed], [-smoothed]]))
     # A lone example has no neighbours: DAA is PGD.
     torch.testing.assert_close(attack.interaction(points[:1], grads[:1]), grads[:1])
+
+
+def test_daa_handles_batches_beyond_the_quantile_limit() -> None:
+    # torch.quantile refuses more than 16M values: a batch over 4096 has B^2 squared distances.
+    from hmcam.attacks.daa import blob_interaction, interpolated_median
+
+    values = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    assert interpolated_median(values) == 2.5 and interpolated_median(values[:3]) == 3.0
+    points = torch.rand(4100, 2, generator=torch.Generator().manual_seed(0))
+    phi = blob_interaction(points, torch.ones_like(points), 1.1)
+    assert phi.shape == points.shape and torch.isfinite(phi).all()
+
+
+def test_alpha_scale_batch_reproduces_the_batch_mean_step() -> None:
+    # The paper averages the loss over the batch: gradients are 1/B of the per-example ones. With
+    # alpha_scale="batch" the per-example attack takes exactly the step of the batch-mean formula.
+    x = X.repeat(4, 1, 1, 1)
+    y = Y.repeat(4)
+    alpha, eps, beta1, beta2, delta = 0.001, 0.3, 0.95, 0.999, 1e-8
+    g = hand_gradient(X) / 4  # the batch-mean gradient of one example
+    step = torch.clamp(alpha / ((1 - beta1) * (torch.sqrt((1 - beta2) * g * g / (1 - beta2)) + delta)), max=eps)
+    expected = (X.flatten() + step * g.sign()).clamp(0, 1).reshape(X.shape).repeat(4, 1, 1, 1)
+    paper = AIFGSM(Linear2(W), eps, alpha=alpha, steps=1, alpha_scale="batch")(x, y)
+    torch.testing.assert_close(paper, expected)
+    # On the per-example scale the same step needs alpha times the batch size.
+    torch.testing.assert_close(AIFGSM(Linear2(W), eps, alpha=4 * alpha, steps=1, delta=4 * delta)(x, y), paper)

@@ -114,7 +114,9 @@ def test_per_example_eps_equals_scalar_eps(tiny_net_factory) -> None:
     tensor = PGD(model, torch.full((4,), 0.1), steps=3, seed=3)(x, y)
     torch.testing.assert_close(scalar, tensor)
     mixed = PGD(model, torch.tensor([0.05, 0.1, 0.2, 0.3]), steps=3, seed=3)(x, y)
-    torch.testing.assert_close((mixed - x).abs().flatten(1).amax(1), torch.tensor([0.05, 0.1, 0.2, 0.3]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        (mixed - x).abs().flatten(1).amax(1), torch.tensor([0.05, 0.1, 0.2, 0.3]), atol=1e-6, rtol=0
+    )
 
 
 def test_hmcam_with_infinite_temperature_accepts_everything(tiny_net_factory) -> None:

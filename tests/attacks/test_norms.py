@@ -27,7 +27,9 @@ def test_l2_and_linf_projection_hand_values() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(name=st.sampled_from(sorted(NORMS)), seed=st.integers(0, 10_000), eps=st.floats(0.05, 3.0), dims=st.integers(1, 20))
+@given(
+    name=st.sampled_from(sorted(NORMS)), seed=st.integers(0, 10_000), eps=st.floats(0.05, 3.0), dims=st.integers(1, 20)
+)
 def test_projection_is_the_closest_point_of_the_ball(name: str, seed: int, eps: float, dims: int) -> None:
     norm = get_norm(name)
     generator = torch.Generator().manual_seed(seed)
@@ -63,7 +65,9 @@ def test_direction_is_unit_and_steepest(name: str) -> None:
     direction = norm.direction(grad)
     torch.testing.assert_close(norm.measure(direction), torch.ones(5, dtype=torch.float64))
     # Any point of the unit ball gains at most as much as the steepest direction.
-    others = norm.project(torch.randn(2500, 8, generator=generator, dtype=torch.float64) * 5, torch.ones(2500, 1, dtype=torch.float64))
+    others = norm.project(
+        torch.randn(2500, 8, generator=generator, dtype=torch.float64) * 5, torch.ones(2500, 1, dtype=torch.float64)
+    )
     gain = (direction * grad).sum(-1)
     assert ((others.reshape(500, 5, 8) * grad).sum(-1) <= gain + 1e-9).all()
 

@@ -138,3 +138,30 @@ def test_rounding_error_outside_the_bounds_is_tolerated(model) -> None:
     x[0, 0, 0, 0] = -2.98e-08
     adversarial = PGD(model, 0.1, steps=2, seed=0)(x, Y)
     assert adversarial.min() >= 0
+
+
+@pytest.mark.parametrize("flag", ["targeted", "random_start"])
+@pytest.mark.parametrize("value", ["False", "True", 0, 1])
+def test_flags_must_be_real_bools(model, flag, value) -> None:
+    # bool("False") is True: a flag read from text must not silently turn an attack targeted.
+    with pytest.raises(TypeError, match=f"{flag} must be True or False"):
+        PGD(model, 0.1, **{flag: value})
+
+
+def test_cw_abort_early_must_be_a_bool(model) -> None:
+    with pytest.raises(TypeError, match="abort_early must be True or False"):
+        CW(model, abort_early="no")
+
+
+def test_inference_mode_gives_a_clear_error(model) -> None:
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"inference_mode\(\)"):
+        PGD(model, 0.1, steps=2)(X, Y)
+    # torch.no_grad() stays supported, and the model is restored either way.
+    with torch.no_grad():
+        PGD(model, 0.1, steps=2)(X, Y)
+    assert all(module.training for module in model.modules())
+
+
+def test_alpha_scale_is_named(model) -> None:
+    with pytest.raises(ValueError, match="alpha_scale must be one of"):
+        HMCAM(model, 0.1, alpha_scale="mean")

@@ -27,11 +27,14 @@ def _tar(path, members):
 
 
 def test_extracts_files_and_directories(tmp_path):
-    archive = _tar(tmp_path / "a.tar.gz", [
-        ("cifar-10-batches-py", b"", tarfile.DIRTYPE),
-        ("cifar-10-batches-py/data_batch_1", b"one", tarfile.REGTYPE),
-        ("cifar-10-batches-py/sub/readme", b"two", tarfile.REGTYPE),
-    ])
+    archive = _tar(
+        tmp_path / "a.tar.gz",
+        [
+            ("cifar-10-batches-py", b"", tarfile.DIRTYPE),
+            ("cifar-10-batches-py/data_batch_1", b"one", tarfile.REGTYPE),
+            ("cifar-10-batches-py/sub/readme", b"two", tarfile.REGTYPE),
+        ],
+    )
     out = tmp_path / "out"
     assert extract_tar(archive, out) == [out / "cifar-10-batches-py"]
     assert (out / "cifar-10-batches-py" / "data_batch_1").read_bytes() == b"one"

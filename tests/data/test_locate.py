@@ -31,7 +31,9 @@ def test_search_order_and_sources(tmp_path, isolated, monkeypatch):
 def test_duplicates_removed_and_empty_env_ignored(tmp_path, isolated, monkeypatch):
     monkeypatch.setenv("HMCAM_DATA", str(tmp_path / "same"))
     assert [loc.source for loc in locate.search_locations(tmp_path / "same")] == [
-        "root argument / --data-root", "user cache", "system location"
+        "root argument / --data-root",
+        "user cache",
+        "system location",
     ]
     monkeypatch.setenv("HMCAM_DATA", "")
     assert len(locate.search_locations()) == 2

@@ -14,8 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hmcam.data import DATASETS, DatasetNotFoundError, dataset_info, find_dataset, load_dataset
-from hmcam.data import registry
+from hmcam.data import DATASETS, DatasetNotFoundError, dataset_info, find_dataset, load_dataset, registry
 from hmcam.data.registry import RemoteFile
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -163,7 +162,8 @@ def test_cifar10_tarball_downloaded_extracted_and_removed(isolated, http_root, m
     assert official.files["train"][0].md5 == "c58f30108f718f92721af3b95e74349a"
     remote = RemoteFile("cifar-10-python.tar.gz", md5=_md5(served / "cifar-10-python.tar.gz"), archive=True)
     monkeypatch.setitem(
-        registry.SOURCES, "cifar10",
+        registry.SOURCES,
+        "cifar10",
         dataclasses.replace(official, mirrors=(base,), files={"train": (remote,), "test": (remote,)}),
     )
     train = load_dataset("cifar10", "train", limit=3)

@@ -47,3 +47,35 @@ def test_sequence_metrics_any_and_all() -> None:
 def test_undefined_success_rate_is_an_error() -> None:
     with pytest.raises(ValueError, match="misclassifies every clean example"):
         success_rate(PixelVote(), images([1]), images([1]), torch.tensor([2]))
+
+
+class FirstFeature(nn.Module):
+    """Predicts class round(9 * x.flatten(1)[:, 0]) for inputs of any example shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot((x.flatten(1)[:, 0] * 9).round().long(), 10).float()
+
+
+@pytest.mark.parametrize("example_shape", [(4,), (3, 3), (2, 2, 2), (3, 2, 2, 2)])
+def test_sequence_metrics_for_any_example_shape(example_shape) -> None:
+    # [B, F] and [B, H, W] inputs crashed, and a rank-based guess misread [B, C, H, W] when C == B.
+    y = torch.tensor([1, 2, 3])
+    x = torch.zeros(3, *example_shape)
+    x.view(3, -1)[:, 0] = y / 9
+    first, second = x.clone(), x.clone()
+    first.view(3, -1)[0, 0] = 5 / 9
+    second.view(3, -1)[:2, 0] = torch.tensor([5.0, 6.0]) / 9
+    samples = torch.stack([first, second])
+    assert any_success(FirstFeature(), x, samples, y) == pytest.approx(2 / 3)
+    assert all_success(FirstFeature(), x, samples, y) == pytest.approx(1 / 3)
+
+
+def test_predict_uses_the_given_sample_dimensions() -> None:
+    from hmcam.evaluation import predict
+
+    x = torch.zeros(2, 3, 3, 1, 1)  # [S, B, C, H, W] with C == B: the rank alone cannot tell
+    x[:, :, 0] = torch.tensor([[1.0, 2, 3], [4, 5, 6]])[..., None, None] / 9
+    assert predict(FirstFeature(), x, sample_dims=1).tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert predict(FirstFeature(), x[0]).tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="no batch dimension"):
+        predict(FirstFeature(), torch.zeros(3), sample_dims=1)

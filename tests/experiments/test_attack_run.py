@@ -12,7 +12,9 @@ def test_batched_run_equals_one_call_and_summary_counts(digits_correct, digits_m
     x, y = digits_correct
     settings = AttackSettings("pgd", eps=0.15, steps=5, samples=4, seed=None)
     run = run_attack(digits_model, settings, x[:40], y[:40], batch_size=40, progress=False)
-    again = run_attack(digits_model, AttackSettings("ifgsm", eps=0.15, steps=5), x[:40], y[:40], batch_size=7, progress=False)
+    again = run_attack(
+        digits_model, AttackSettings("ifgsm", eps=0.15, steps=5), x[:40], y[:40], batch_size=7, progress=False
+    )
     torch.testing.assert_close(again.adversarial, IFGSM(digits_model, 0.15, steps=5)(x[:40], y[:40]))
     assert run.samples is None and "acceptance_rate" not in run.summary  # samples is not passed to PGD
     assert run.summary["clean_accuracy"] == 1.0  # digits_correct holds correctly classified examples
@@ -21,13 +23,19 @@ def test_batched_run_equals_one_call_and_summary_counts(digits_correct, digits_m
 
 def test_chain_attacks_report_acceptance_and_sequence_success(digits_correct, digits_model) -> None:
     x, y = digits_correct
-    run = run_attack(digits_model, AttackSettings("hmcam", eps=0.15, steps=3, samples=3), x[:32], y[:32], progress=False)
+    run = run_attack(
+        digits_model, AttackSettings("hmcam", eps=0.15, steps=3, samples=3), x[:32], y[:32], progress=False
+    )
     assert run.samples.shape == (3, 32, 1, 8, 8)
-    assert run.summary["any_sample_success_rate"] >= run.summary["success_rate"] >= run.summary["all_samples_success_rate"]
+    assert (
+        run.summary["any_sample_success_rate"] >= run.summary["success_rate"] >= run.summary["all_samples_success_rate"]
+    )
     assert 0 <= run.summary["acceptance_rate"] <= 1
 
 
 def test_targeted_runs_aim_at_the_next_class(digits_correct, digits_model) -> None:
     x, y = digits_correct
-    run = run_attack(digits_model, AttackSettings("pgd", eps=0.3, steps=20, targeted=True), x[:32], y[:32], progress=False)
+    run = run_attack(
+        digits_model, AttackSettings("pgd", eps=0.3, steps=20, targeted=True), x[:32], y[:32], progress=False
+    )
     assert run.summary["success_rate"] > 0.7

@@ -32,8 +32,14 @@ def trained_like(seed: int, **kwargs) -> torch.nn.Module:
 
 def save_smallcnn(path: Path, model: torch.nn.Module, **overrides) -> dict:
     arguments = dict(
-        architecture="smallcnn", dataset="fashion-mnist", input_shape=(1, 28, 28), num_classes=10,
-        mean=MEAN, std=STD, training={"method": "cat", "epochs": 2, "eps": 0.1}, metrics={"clean_accuracy": 0.91},
+        architecture="smallcnn",
+        dataset="fashion-mnist",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        mean=MEAN,
+        std=STD,
+        training={"method": "cat", "epochs": 2, "eps": 0.1},
+        metrics={"clean_accuracy": 0.91},
     )
     arguments.update(overrides)
     return save_checkpoint(path, model, **arguments)
@@ -69,8 +75,19 @@ def test_round_trip_keeps_options_and_works_without_normalization(tmp_path):
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=3, hidden=[8, 4]).eval()
     path = tmp_path / "mlp.safetensors"
-    save_checkpoint(path, model, architecture="mlp", dataset="mnist", input_shape=[1, 28, 28], num_classes=3,
-                    mean=None, std=None, training={}, metrics={}, options={"hidden": [8, 4]})
+    save_checkpoint(
+        path,
+        model,
+        architecture="mlp",
+        dataset="mnist",
+        input_shape=[1, 28, 28],
+        num_classes=3,
+        mean=None,
+        std=None,
+        training={},
+        metrics={},
+        options={"hidden": [8, 4]},
+    )
     loaded, metadata = load_checkpoint(path)
     assert metadata["normalization"] is None and metadata["build"]["options"] == {"hidden": [8, 4]}
     x = torch.rand(2, 1, 28, 28)
@@ -85,8 +102,18 @@ def test_batch_norm_statistics_survive_the_round_trip(tmp_path):
         model.train()(torch.rand(8, 1, 32, 32))  # moves the running statistics off their initial values
     model.eval()
     path = tmp_path / "resnet.safetensors"
-    save_checkpoint(path, model, architecture="resnet32", dataset="fashion-mnist", input_shape=(1, 32, 32),
-                    num_classes=10, mean=MEAN, std=STD, training={}, metrics={})
+    save_checkpoint(
+        path,
+        model,
+        architecture="resnet32",
+        dataset="fashion-mnist",
+        input_shape=(1, 32, 32),
+        num_classes=10,
+        mean=MEAN,
+        std=STD,
+        training={},
+        metrics={},
+    )
     loaded, _ = load_checkpoint(path)
     assert torch.equal(loaded.model.bn1.running_mean, model.model.bn1.running_mean)
     assert loaded.model.bn1.num_batches_tracked.item() == 1
@@ -122,7 +149,9 @@ def test_missing_and_unexpected_tensors_are_refused(tmp_path):
     tensors, _ = load_tensors(path)
     tensors["extra"] = tensors.pop("model.features.0.bias")
     save_tensors(path, tensors, metadata)
-    with pytest.raises(CheckpointError, match=r"missing tensors \['model.features.0.bias'\].*unexpected tensors \['extra'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensors \['model.features.0.bias'\].*unexpected tensors \['extra'\]"
+    ):
         load_checkpoint(path)
 
 
@@ -132,8 +161,10 @@ def test_missing_and_unexpected_tensors_are_refused(tmp_path):
         ({"format_version": 2}, "format version 2"),
         ({"format": "other"}, "not an hmcam checkpoint"),
         ({"build": {"num_classes": 10}}, "lacks the build arguments"),
-        ({"build": {"num_classes": 10, "in_channels": 1, "mean": [0.5], "std": [0.5], "options": {"x": 1}}},
-         "invalid build arguments"),
+        (
+            {"build": {"num_classes": 10, "in_channels": 1, "mean": [0.5], "std": [0.5], "options": {"x": 1}}},
+            "invalid build arguments",
+        ),
     ],
 )
 def test_invalid_metadata_is_refused(tmp_path, edit, message):

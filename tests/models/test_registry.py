@@ -21,10 +21,21 @@ def perturb(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def test_registry_holds_exactly_the_papers_networks():
-    assert sorted(MODELS) == sorted([
-        "resnet32", "vgg16", "resnext29_8x64d", "densenet121", "preact_resnet18", "wrn34_10",
-        "smallcnn", "lenet", "mlp", "resnet50", "resnet152",
-    ])
+    assert sorted(MODELS) == sorted(
+        [
+            "resnet32",
+            "vgg16",
+            "resnext29_8x64d",
+            "densenet121",
+            "preact_resnet18",
+            "wrn34_10",
+            "smallcnn",
+            "lenet",
+            "mlp",
+            "resnet50",
+            "resnet152",
+        ]
+    )
     for name, spec in MODELS.items():
         assert isinstance(spec, ModelSpec) and spec.name == name and spec.reference
     families = {name: spec.family for name, spec in MODELS.items()}

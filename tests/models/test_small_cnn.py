@@ -23,7 +23,7 @@ def test_layout_is_four_convolutions_and_three_fully_connected_layers():
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [c.out_channels for c in convs] == [32, 32, 64, 64]
-    assert [(l.in_features, l.out_features) for l in linears] == [(1024, 200), (200, 200), (200, 10)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(1024, 200), (200, 200), (200, 10)]
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from hmcam.reporting.tables import markdown_table, write_csv
 
-RECORDS = [{"attack": "pgd", "success_rate": 0.912345, "samples": None}, {"attack": "hmcam", "success_rate": 0.93, "samples": 2}]
+RECORDS = [
+    {"attack": "pgd", "success_rate": 0.912345, "samples": None},
+    {"attack": "hmcam", "success_rate": 0.93, "samples": 2},
+]
 
 
 def test_markdown_table() -> None:

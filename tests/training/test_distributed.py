@@ -43,7 +43,9 @@ def test_without_torchrun_training_is_single_process(clean_env) -> None:
 
 def test_torchrun_environment_is_checked(clean_env) -> None:
     clean_env.setenv("RANK", "0")
-    with pytest.raises(ValueError, match=r"incomplete torchrun environment: \['RANK'\] are set but \['WORLD_SIZE', 'LOCAL_RANK'\]"):
+    with pytest.raises(
+        ValueError, match=r"incomplete torchrun environment: \['RANK'\] are set but \['WORLD_SIZE', 'LOCAL_RANK'\]"
+    ):
         setup_distributed("cpu")
     clean_env.setenv("WORLD_SIZE", "two")
     clean_env.setenv("LOCAL_RANK", "0")
@@ -79,9 +81,20 @@ def _free_port() -> int:
 # An MLP has no batch norm or dropout, so two processes on halves of each global batch compute the
 # same averaged gradient as one process on the whole batch.
 CONFIG = dict(
-    dataset="fashion-mnist", model="mlp", model_options={"hidden": [64]}, method="natural", epochs=2,
-    batch_size=32, lr=0.05, train_limit=300, test_limit=50, eval_subset=0, seed=4, deterministic=True,
-    progress=False, device="cpu",
+    dataset="fashion-mnist",
+    model="mlp",
+    model_options={"hidden": [64]},
+    method="natural",
+    epochs=2,
+    batch_size=32,
+    lr=0.05,
+    train_limit=300,
+    test_limit=50,
+    eval_subset=0,
+    seed=4,
+    deterministic=True,
+    progress=False,
+    device="cpu",
 )
 
 
@@ -90,8 +103,16 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batches(tmp_pat
     single = train(TrainConfig(**CONFIG, out=str(tmp_path / "single")))
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}", "-m", "hmcam.training", "--config", json.dumps(dict(CONFIG, out=str(out))),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "hmcam.training",
+        "--config",
+        json.dumps(dict(CONFIG, out=str(out))),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,14 +12,40 @@ from hmcam.training.__main__ import parse_config
 
 
 def test_flags_map_to_fields_with_json_values() -> None:
-    config, resume = parse_config([
-        "--method", "pgd", "--method-kwargs", '{"eps": 0.1, "steps": 3}', "--epochs", "3", "--lr", "0.05",
-        "--milestones", "[0.5]", "--train-limit", "512", "--deterministic", "true", "--eval-eps", "null",
-        "--out", "runs/x", "--resume",
-    ])
+    config, resume = parse_config(
+        [
+            "--method",
+            "pgd",
+            "--method-kwargs",
+            '{"eps": 0.1, "steps": 3}',
+            "--epochs",
+            "3",
+            "--lr",
+            "0.05",
+            "--milestones",
+            "[0.5]",
+            "--train-limit",
+            "512",
+            "--deterministic",
+            "true",
+            "--eval-eps",
+            "null",
+            "--out",
+            "runs/x",
+            "--resume",
+        ]
+    )
     assert resume is True
-    assert config == TrainConfig(method="pgd", method_kwargs={"eps": 0.1, "steps": 3}, epochs=3, lr=0.05,
-                                 milestones=(0.5,), train_limit=512, deterministic=True, out="runs/x")
+    assert config == TrainConfig(
+        method="pgd",
+        method_kwargs={"eps": 0.1, "steps": 3},
+        epochs=3,
+        lr=0.05,
+        milestones=(0.5,),
+        train_limit=512,
+        deterministic=True,
+        out="runs/x",
+    )
 
 
 def test_config_file_and_inline_json_with_flags_overriding(tmp_path: Path) -> None:

@@ -19,9 +19,19 @@ from hmcam.training import TrainConfig, train
 
 # smallcnn has dropout and PGD-AT draws random starts, so the RNG streams must be restored too.
 CONFIG = dict(
-    dataset="fashion-mnist", model="smallcnn", method="pgd", method_kwargs={"eps": 0.1, "alpha": 0.05, "steps": 2},
-    epochs=3, batch_size=64, lr=0.05, train_limit=512, test_limit=64, eval_subset=32, eval_steps=2,
-    seed=3, deterministic=True,
+    dataset="fashion-mnist",
+    model="smallcnn",
+    method="pgd",
+    method_kwargs={"eps": 0.1, "alpha": 0.05, "steps": 2},
+    epochs=3,
+    batch_size=64,
+    lr=0.05,
+    train_limit=512,
+    test_limit=64,
+    eval_subset=32,
+    eval_steps=2,
+    seed=3,
+    deterministic=True,
 )
 STEPS_PER_EPOCH = 512 // 64
 KILL_AT = re.compile(rf"epoch 2/3:.*?\|\s*([1-{STEPS_PER_EPOCH - 1}])/{STEPS_PER_EPOCH}")
@@ -69,8 +79,9 @@ def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_p
     _, state = load_tensors(out / "state.safetensors")
     assert (state["epoch"], state["step"]) == (1, STEPS_PER_EPOCH)
 
-    result = subprocess.run(_entry_point(out, "--resume", progress=False), capture_output=True, text=True,
-                            timeout=TIMEOUT)
+    result = subprocess.run(
+        _entry_point(out, "--resume", progress=False), capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
     assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 3
@@ -80,7 +91,10 @@ def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_p
     assert expected.keys() == found.keys()
     mismatched = [name for name in expected if not torch.equal(expected[name], found[name])]
     assert mismatched == []
-    untimed = lambda text: [{k: v for k, v in json.loads(line).items() if "seconds" not in k}  # noqa: E731
-                            for line in text.splitlines()]
+
+    def untimed(text):
+        return [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in text.splitlines()]
+
     assert untimed((out / "metrics.jsonl").read_text()) == untimed(
-        Path(reference["files"]["metrics.jsonl"]).read_text())
+        Path(reference["files"]["metrics.jsonl"]).read_text()
+    )

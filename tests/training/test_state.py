@@ -52,7 +52,7 @@ def test_optimizer_state_round_trips_and_continues_identically(optimizer_class, 
         opt.zero_grad()
         net(batch).square().sum().backward()
         opt.step()
-    for a, b in zip(model.parameters(), clone.parameters()):
+    for a, b in zip(model.parameters(), clone.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -61,7 +61,9 @@ def test_sgd_momentum_buffers_are_stored_as_tensors() -> None:
     tensors, skeleton = optimizer_state_to_tensors(optimizer.state_dict())
     assert sorted(tensors) == [f"optimizer.state.{i}.momentum_buffer" for i in range(4)]
     assert skeleton["indices"] == [0, 1, 2, 3]
-    assert torch.equal(tensors["optimizer.state.2.momentum_buffer"], optimizer.state_dict()["state"][2]["momentum_buffer"])
+    assert torch.equal(
+        tensors["optimizer.state.2.momentum_buffer"], optimizer.state_dict()["state"][2]["momentum_buffer"]
+    )
 
 
 def test_rng_states_round_trip() -> None:

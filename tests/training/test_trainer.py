@@ -1,5 +1,8 @@
-"""The trainer on real Fashion-MNIST: accuracy a person would believe, PGD-AT robustness, run files,
-the method hooks and exact resume after an interruption."""
+"""The trainer on real Fashion-MNIST.
+
+Accuracy a person would believe, PGD-AT robustness, run files, the method hooks and exact resume
+after an interruption.
+"""
 
 from __future__ import annotations
 
@@ -23,11 +26,26 @@ from hmcam.training.validation import accuracies
 
 # Few hundred steps: 6000 images in batches of 64 are 93 steps an epoch, 372 in 4 epochs.
 BUDGET = dict(
-    dataset="fashion-mnist", model="lenet", epochs=4, batch_size=64, lr=0.05, milestones=[0.75],
-    train_limit=6000, test_limit=1000, eval_subset=500, eval_steps=10, eval_eps=0.1, seed=0, progress=False,
+    dataset="fashion-mnist",
+    model="lenet",
+    epochs=4,
+    batch_size=64,
+    lr=0.05,
+    milestones=[0.75],
+    train_limit=6000,
+    test_limit=1000,
+    eval_subset=500,
+    eval_steps=10,
+    eval_eps=0.1,
+    seed=0,
+    progress=False,
 )
-CLEAN_BAR = 0.80  # clean accuracy on 1000 Fashion-MNIST test images; LeNet reaches ~0.90 when fully trained
+# Bars measured with `tests/measure_thresholds.py --training` over 6 runs (seeds 0-2, 1 and 2 threads):
+# clean accuracy 0.822-0.845 (LeNet reaches ~0.90 when fully trained), train accuracy 0.843-0.853,
+# PGD-AT clean accuracy 0.698-0.743, robust gain of PGD-AT over natural training 0.47-0.53.
+CLEAN_BAR = 0.74  # clean accuracy on 1000 Fashion-MNIST test images
 ROBUST_GAIN = 0.30  # PGD-AT over natural training, PGD-10 accuracy at eps 0.1 on 500 test images (~0.09 -> ~0.60)
+PGD_CLEAN_BAR = 0.58  # PGD-AT's clean accuracy: robustness costs some, but the model still classifies
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +53,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """LeNet trained naturally and with PGD-3 at eps 0.1 on the same budget (cached for the module)."""
     root = tmp_path_factory.mktemp("runs")
     natural = train(TrainConfig(**BUDGET, method="natural", out=str(root / "natural")))
-    pgd = train(TrainConfig(**BUDGET, method="pgd", method_kwargs={"eps": 0.1, "alpha": 0.04, "steps": 3},
-                            out=str(root / "pgd")))
+    pgd = train(
+        TrainConfig(
+            **BUDGET, method="pgd", method_kwargs={"eps": 0.1, "alpha": 0.04, "steps": 3}, out=str(root / "pgd")
+        )
+    )
     return {"natural": natural, "pgd": pgd}
 
 
@@ -59,7 +80,7 @@ def test_pgd_training_raises_robust_accuracy_over_natural_training(runs) -> None
     assert pgd["step"] == natural["step"] == 4 * 93
     assert pgd["robust_accuracy"] >= natural["robust_accuracy"] + ROBUST_GAIN
     # Robustness costs clean accuracy, but the model still classifies.
-    assert pgd["clean_accuracy"] >= 0.6
+    assert pgd["clean_accuracy"] >= PGD_CLEAN_BAR
 
 
 @pytest.mark.slow
@@ -86,8 +107,9 @@ def test_run_folder_holds_metrics_config_checkpoints_state_and_curves(runs) -> N
     assert metadata["training"]["config"]["method"] == "pgd"
     test = load_dataset("fashion-mnist", "test", limit=1000)
     single = DistributedContext(0, 1, 0, torch.device("cpu"), None)
-    clean, robust = accuracies(model, test, robust_examples=500, eps=0.1, alpha=None, steps=10, seed=0,
-                               batch_size=64, context=single)
+    clean, robust = accuracies(
+        model, test, robust_examples=500, eps=0.1, alpha=None, steps=10, seed=0, batch_size=64, context=single
+    )
     assert (clean, robust) == (history[-1]["clean_accuracy"], history[-1]["robust_accuracy"])
 
     # best.safetensors: highest robust accuracy for an adversarial method (first epoch reaching it).
@@ -129,9 +151,11 @@ class Interrupted(Exception):
 
 
 class RecordingMethod(TrainingMethod):
-    """A Free-like test method: replays each minibatch twice, carries a perturbation drawn from the
-    global RNG between steps (so resuming needs the method state and the RNG state), and records
-    every call the trainer makes."""
+    """A Free-like test method that records every call the trainer makes.
+
+    It replays each minibatch twice and carries a perturbation drawn from the global RNG between
+    steps, so resuming needs the method state and the RNG state.
+    """
 
     name = "recording"
     replays = 2
@@ -164,9 +188,21 @@ class RecordingMethod(TrainingMethod):
         self.carried = state["carried"].clone()
 
 
-SMALL = dict(dataset="fashion-mnist", model="mlp", model_options={"hidden": [32]}, method="recording", epochs=3,
-             batch_size=64, lr=0.05, schedule="cyclic", train_limit=256, test_limit=64, eval_subset=0,
-             seed=1, progress=False)
+SMALL = dict(
+    dataset="fashion-mnist",
+    model="mlp",
+    model_options={"hidden": [32]},
+    method="recording",
+    epochs=3,
+    batch_size=64,
+    lr=0.05,
+    schedule="cyclic",
+    train_limit=256,
+    test_limit=64,
+    eval_subset=0,
+    seed=1,
+    progress=False,
+)
 
 
 def test_hooks_replays_and_exact_resume_after_an_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +235,10 @@ def test_hooks_replays_and_exact_resume_after_an_interruption(tmp_path: Path, mo
     expected, _ = load_tensors(tmp_path / "reference" / "last.safetensors")
     found, _ = load_tensors(out / "last.safetensors")
     assert all(torch.equal(expected[name], found[name]) for name in expected)
-    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]  # noqa: E731
+
+    def strip(history):
+        return [{k: v for k, v in record.items() if "seconds" not in k} for record in history]
+
     assert strip(_history(resumed)) == strip(_history(reference))
 
 

@@ -34,8 +34,9 @@ def _fitted(data):
 def test_clean_and_robust_accuracy_match_a_direct_computation(data) -> None:
     model = _fitted(data).train()
     rng = torch.get_rng_state()
-    clean, robust = accuracies(model, data, robust_examples=40, eps=0.05, alpha=0.02, steps=3, seed=7,
-                               batch_size=128, context=SINGLE)
+    clean, robust = accuracies(
+        model, data, robust_examples=40, eps=0.05, alpha=0.02, steps=3, seed=7, batch_size=128, context=SINGLE
+    )
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training
 
@@ -52,10 +53,12 @@ def test_clean_and_robust_accuracy_match_a_direct_computation(data) -> None:
 
 def test_batching_does_not_change_the_clean_accuracy_and_zero_examples_skip_pgd(data) -> None:
     model = _fitted(data)
-    whole, _ = accuracies(model, data, robust_examples=0, eps=None, alpha=None, steps=1, seed=0,
-                          batch_size=96, context=SINGLE)
-    batched, robust = accuracies(model, data, robust_examples=0, eps=None, alpha=None, steps=1, seed=0,
-                                 batch_size=10, context=SINGLE)
+    whole, _ = accuracies(
+        model, data, robust_examples=0, eps=None, alpha=None, steps=1, seed=0, batch_size=96, context=SINGLE
+    )
+    batched, robust = accuracies(
+        model, data, robust_examples=0, eps=None, alpha=None, steps=1, seed=0, batch_size=10, context=SINGLE
+    )
     assert whole == batched
     assert robust is None
 

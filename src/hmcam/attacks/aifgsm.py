@@ -1,28 +1,99 @@
-"""AI-FGSM: the accumulated-momentum inner loop of Algorithm 2 alone (S = 1, T = N, no MH)."""
+"""AI-FGSM: the accumulated-momentum rule of Algorithm 2 (lines 4-13; section 3.3, Eq. 10-11)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import torch
 from torch import Tensor
+from typing_extensions import override
 
-from hmcam.attacks.base import Attack, Ball, check_positive_float, check_positive_int, check_unit_interval
+from hmcam.attacks.ball import Ball
+from hmcam.attacks.checks import check_positive_float, check_unit_interval
+from hmcam.attacks.ifgsm import IFGSM
+from hmcam.attacks.loop import StepRule
+
+ALPHA_SCALES = ("example", "batch")
 
 
-class AIFGSM(Attack):
-    """Accumulated-momentum FGSM (Algorithm 2, lines 4-13; section 3.3, Eq. 10-11).
+@dataclass(frozen=True)
+class Moments:
+    """The accumulated-momentum hyper-parameters of Algorithm 2 (beta1, beta2, delta), checked, and alpha's scale.
 
-    Each step, with g the gradient of the example's own loss:
-    ``v = beta1 v + (1 - beta1) g``, ``e = beta2 e + (1 - beta2) g^2``, ``e_hat = max(e_hat, e)``,
-    ``step = min(eps, alpha / (b1 (sqrt(e_hat / b2) + delta)))`` with ``b1 = 1 - beta1^t`` and
-    ``b2 = 1 - beta2^t``, then ``theta += step * direction(v)`` (sign for L-inf) and a projection.
-    The step is element-wise: coordinates with a large, steady gradient take small steps and flat
-    ones large steps, capped at eps. The paper's Eq. 7 uses a batch-mean loss (so does the authors'
-    code), which would make the step depend on the batch size; per-example losses avoid that.
-    ``alpha`` defaults to ``default_step_ratio * eps / steps``.
+    ``alpha_scale="example"`` takes alpha for per-example losses (this library's default);
+    ``"batch"`` takes it on the paper's scale, whose Eq. 7 averages the loss over the batch.
     """
 
-    #: The default alpha as a multiple of eps / steps.
-    default_step_ratio: float = 1.0
+    beta1: float = 0.95
+    beta2: float = 0.999
+    delta: float = 1e-8
+    alpha_scale: str = "example"
+
+    def __post_init__(self) -> None:
+        check_unit_interval("beta1", self.beta1)
+        check_unit_interval("beta2", self.beta2)
+        check_positive_float("delta", self.delta)
+        if self.alpha_scale not in ALPHA_SCALES:
+            raise ValueError(f"alpha_scale must be one of {ALPHA_SCALES}, got {self.alpha_scale!r}")
+
+    def rule(self, alpha: Tensor | float, cap: Tensor, batch: int) -> AccumulatedMomentum:
+        """A fresh rule (moments at zero) for one run, steps capped at ``cap``, for a call on ``batch`` examples.
+
+        A batch-mean loss divides every gradient, and so sqrt(e_hat), by the batch size B; multiplying
+        alpha and delta by B reproduces the paper's step exactly with per-example gradients.
+        """
+        if self.alpha_scale == "batch":
+            return AccumulatedMomentum(alpha * batch, cap, replace(self, delta=self.delta * batch))
+        return AccumulatedMomentum(alpha, cap, self)
+
+
+class AccumulatedMomentum(StepRule):
+    """Algorithm 2, lines 6-12: Adam-style moments give each coordinate its own step, capped at eps.
+
+    With g the gradient of the example's own objective and t the step of the run:
+    ``v = beta1 v + (1 - beta1) g``, ``e = beta2 e + (1 - beta2) g^2``, ``e_hat = max(e_hat, e)``,
+    ``step = min(eps, alpha / (b1 (sqrt(e_hat / b2) + delta)))`` with ``b1 = 1 - beta1^t`` and
+    ``b2 = 1 - beta2^t``, then ``theta <- P(theta + step * direction(v))``. Coordinates with a large,
+    steady gradient take small steps and flat ones large steps. ``velocity`` is v_T after the run,
+    whose |v| is the kinetic energy of HMCAM's Metropolis-Hastings test.
+
+    Deviations, on purpose: delta is added outside the square root (Adam's form; the paper's text
+    reads ``sqrt(e_hat / b2 + delta)``, which differs only for gradients below sqrt(delta)); and the
+    direction is the norm's steepest ascent of v (sign for L-inf, v / ||v||_2 for L2, a sparse
+    top-k sign for L1), where the paper's gradient of K(v) = |v| is sign(v) for every ball.
+    """
+
+    def __init__(self, alpha: Tensor | float, cap: Tensor, moments: Moments) -> None:
+        self.alpha = alpha
+        self.cap = cap
+        self.moments = moments
+        self.velocity = self.second = self.second_max = torch.zeros(())
+
+    @override
+    def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
+        beta1, beta2, delta = self.moments.beta1, self.moments.beta2, self.moments.delta
+        if t == 1:
+            self.velocity = self.second = self.second_max = torch.zeros_like(grad)
+        self.velocity = beta1 * self.velocity + (1 - beta1) * grad
+        self.second = beta2 * self.second + (1 - beta2) * grad * grad
+        self.second_max = torch.maximum(self.second_max, self.second)
+        bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+        size = torch.minimum(self.alpha / (bias1 * ((self.second_max / bias2).sqrt() + delta)), self.cap)
+        return ball.step(point, size, self.velocity)
+
+
+class AIFGSM(IFGSM):
+    """Accumulated-momentum FGSM: the loop with the :class:`AccumulatedMomentum` rule (S = 1, no MH).
+
+    ``alpha`` defaults to ``default_step_ratio * eps / steps``. Losses are per example, so an
+    example's step does not depend on its batch; the paper's Eq. 7 (and the authors' code) average
+    the loss over the batch, which divides every gradient, and so sqrt(e_hat), by the batch size B:
+    the paper's alpha equals ``alpha / B`` here. ``alpha_scale="batch"`` takes alpha on the paper's
+    scale (alpha and delta are multiplied by B, which reproduces its batch-mean step exactly).
+    With the default alpha on a small model the cap binds on nearly every coordinate from step 1,
+    so the rule reduces to sign steps of size eps (``docs/paper-notes.md`` gives the measurement).
+    """
 
     def __init__(
         self,
@@ -30,42 +101,17 @@ class AIFGSM(Attack):
         eps: float | Tensor,
         alpha: float | None = None,
         steps: int = 10,
+        restarts: int = 1,
         *,
         beta1: float = 0.95,
         beta2: float = 0.999,
         delta: float = 1e-8,
-        **kwargs,
+        alpha_scale: str = "example",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, eps, **kwargs)
-        self.alpha = None if alpha is None else check_positive_float("alpha", alpha)
-        self.steps = check_positive_int("steps", steps)
-        self.beta1 = check_unit_interval("beta1", beta1)
-        self.beta2 = check_unit_interval("beta2", beta2)
-        self.delta = check_positive_float("delta", delta)
+        super().__init__(model, eps, alpha, steps, restarts, **kwargs)
+        self.moments = Moments(beta1, beta2, delta, alpha_scale)
 
-    def trajectory(self, ball: Ball, theta: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Run T accumulated-momentum steps from ``theta`` with the moments reset to zero.
-
-        Returns the end point, its momentum v_T, and the objective and logits at the start point
-        (the first gradient evaluation gives them for free; Metropolis-Hastings needs them).
-        """
-        alpha = self.alpha if self.alpha is not None else self.default_step_ratio * ball.eps / self.steps
-        velocity = torch.zeros_like(theta)
-        second = torch.zeros_like(theta)
-        second_max = torch.zeros_like(theta)
-        start_objective = start_logits = None
-        for t in range(1, self.steps + 1):
-            objective, logits, grad = self.gradient(theta, y)
-            if start_objective is None:
-                start_objective, start_logits = objective, logits
-            velocity = self.beta1 * velocity + (1 - self.beta1) * grad
-            second = self.beta2 * second + (1 - self.beta2) * grad * grad
-            second_max = torch.maximum(second_max, second)
-            bias1 = 1 - self.beta1**t
-            bias2 = 1 - self.beta2**t
-            step = torch.minimum(alpha / (bias1 * ((second_max / bias2).sqrt() + self.delta)), ball.eps)
-            theta = ball.step(theta, step, velocity)
-        return theta, velocity, start_objective, start_logits
-
-    def perturb(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.trajectory(ball, ball.center, y)[0]
+    @override
+    def rule(self, ball: Ball) -> StepRule:
+        return self.moments.rule(self.step_size(ball), ball.eps, ball.center.shape[0])

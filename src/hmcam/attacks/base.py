@@ -1,81 +1,39 @@
 """The attack base: threat model, targeting, input checks and model hygiene, shared by every attack.
 
-An attack subclass implements only its update rule in :meth:`Attack.perturb`, working on a
-:class:`Ball` (the paper's N(x), Eq. 5, intersected with the pixel bounds) and calling
-:meth:`Attack.gradient` for J(x', y) and its input gradient. Everything a user can get wrong is
-checked once, before any work, with an error that names the problem.
+An attack subclass implements only :meth:`Attack.perturb`, working on a :class:`Ball` (the paper's
+N(x), Eq. 5, intersected with the pixel bounds) and calling :meth:`Attack.gradient` for J(x', y) and
+its input gradient; iterative attacks go through the one loop of :mod:`hmcam.attacks.loop`.
+Everything a user can get wrong is checked once, before any work, with an error that names it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from hmcam.attacks.ball import Ball, working_dtype
+from hmcam.attacks.checks import check_flag, check_positive_float
 from hmcam.attacks.hygiene import attack_mode
 from hmcam.attacks.losses import LossFunction, get_loss
-from hmcam.attacks.norms import Norm, get_norm, per_example
+from hmcam.attacks.norms import get_norm, per_example
 from hmcam.models.wrappers import Ensemble
 
 BOUNDS_TOLERANCE = 1e-6
 T = TypeVar("T")
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``value`` as a float if it is a finite number > 0, else raise naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
-
-
-def check_unit_interval(name: str, value: Any) -> float:
-    """Return ``value`` as a float if it lies in [0, 1), e.g. a decay rate such as beta1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Ball:
-    """The feasible set of one attack call: the eps-ball around ``center`` intersected with ``bounds``.
-
-    ``eps`` is shaped [B, 1, ..., 1]. Projecting onto the ball and then clipping to the bounds stays
-    inside the ball, because clipping only moves a coordinate toward ``center``, which is in bounds.
-    """
-
-    center: Tensor
-    eps: Tensor
-    norm: Norm
-    bounds: tuple[float, float]
-
-    def project(self, point: Tensor) -> Tensor:
-        """The point of the feasible set reached by projecting onto the ball, then clipping."""
-        delta = self.norm.project(point - self.center, self.eps)
-        return (self.center + delta).clamp(*self.bounds)
-
-    def random_point(self, generator: torch.Generator | None) -> Tensor:
-        """A uniform draw from the ball, clipped to the bounds (the random start of PGD)."""
-        return self.project(self.center + self.norm.random_start(self.center, self.eps, generator))
-
-    def step(self, point: Tensor, size: Tensor | float, ascent: Tensor) -> Tensor:
-        """Move ``point`` by ``size`` along the steepest-ascent direction of ``ascent``, then project."""
-        return self.project(point + size * self.norm.direction(ascent))
+def model_dtype(model: nn.Module, fallback: torch.dtype) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter or buffer, else ``fallback``."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return fallback
 
 
 class Attack(ABC):
@@ -83,14 +41,18 @@ class Attack(ABC):
 
     ``attack(x, y)`` checks its inputs, puts the model in eval mode with frozen parameters (restored
     afterwards, also on error), runs :meth:`perturb` and returns detached examples on the input's
-    device and dtype, inside the eps-ball (L-inf, L2 or L1) and the ``bounds``. The objective J is the
-    per-example ``loss`` (``"ce"``, ``"cw"`` or a callable ``(logits, y) -> [B]``); untargeted attacks
-    ascend it, targeted attacks (``y`` then holds the target labels) ascend ``-loss``. ``seed`` makes
-    random starts and Metropolis-Hastings draws reproducible, call after call.
+    device and dtype, inside the eps-ball (L-inf, L2 or L1) and the ``bounds``. Perturbations are
+    computed in float32 at least (bf16 and fp16 inputs included) and the model is fed its own
+    dtype. The objective J is the per-example ``loss`` (``"ce"``, ``"cw"`` or a callable
+    ``(logits, y) -> [B]``); untargeted attacks ascend it, targeted attacks (``y`` then holds the
+    target labels) ascend ``-loss``. ``seed`` makes random starts and Metropolis-Hastings draws
+    reproducible, call after call. Flags such as ``targeted`` must be real bools.
     """
 
     #: Attacks that search for a minimal perturbation (CW) have no eps.
     uses_eps: bool = True
+    #: The objective when ``loss`` is not given.
+    default_loss: str = "ce"
 
     def __init__(
         self,
@@ -100,7 +62,7 @@ class Attack(ABC):
         norm: str = "linf",
         bounds: tuple[float, float] = (0.0, 1.0),
         targeted: bool = False,
-        loss: str | LossFunction = "ce",
+        loss: str | LossFunction | None = None,
         seed: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -112,8 +74,8 @@ class Attack(ABC):
         self.model = model
         self.norm = get_norm(norm)
         self.bounds = (float(bounds[0]), float(bounds[1]))
-        self.targeted = bool(targeted)
-        self.loss = get_loss(loss)
+        self.targeted = check_flag("targeted", targeted)
+        self.loss = get_loss(self.default_loss if loss is None else loss)
         self.labelled = not callable(loss)
         self.seed = seed
         self.eps = self._check_eps(eps) if self.uses_eps else None
@@ -138,12 +100,25 @@ class Attack(ABC):
         logits = self.model(x_adv)
         return logits, self.objective(logits, y)
 
-    def gradient(self, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Objective [B], logits and input gradient of the summed per-example objective at ``x_adv``."""
-        x_adv = x_adv.detach().requires_grad_(True)
-        logits, objective = self.forward(x_adv, y)
-        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
-        return objective.detach(), logits.detach(), grad
+    def model_input(self, point: Tensor) -> Tensor:
+        """``point`` in the dtype of the model's parameters (differentiable), e.g. bf16 for a bf16 model."""
+        return point.to(model_dtype(self.model, point.dtype))
+
+    def evaluate(self, point: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and objective at ``point`` without a graph, the model fed in its own dtype."""
+        with torch.no_grad():
+            logits, objective = self.forward(self.model_input(point), y)
+        return logits.to(point.dtype), objective.to(point.dtype)
+
+    def gradient(self, point: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Objective [B], logits and input gradient of the summed per-example objective at ``point``.
+
+        The model is fed ``point`` in its own dtype; the results come back in ``point``'s dtype.
+        """
+        fed = self.model_input(point.detach()).requires_grad_(True)
+        logits, objective = self.forward(fed, y)
+        (grad,) = torch.autograd.grad(objective.sum(), fed)
+        return objective.detach().to(point.dtype), logits.detach().to(point.dtype), grad.to(point.dtype)
 
     def succeeded(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per-example success: prediction differs from ``y`` (untargeted) or equals it (targeted)."""
@@ -152,16 +127,22 @@ class Attack(ABC):
 
     # ------------------------------------------------------------------------------ entry point
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.guarded(x, y, self.perturb).detach().to(dtype=x.dtype)
+        """Adversarial examples for ``x`` (labels, or targets when targeted, in ``y``)."""
+        return self.guarded(x, y, lambda ball, labels, generator: ball.finish(self.perturb(ball, labels, generator)))
 
     def guarded(self, x: Tensor, y: Tensor, body: Callable[[Ball, Tensor, torch.Generator | None], T]) -> T:
         """Check the inputs, then run ``body(ball, y, generator)`` with the model in attack mode."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "attacks need input gradients, which torch.inference_mode() disables; call the attack outside "
+                "it (torch.no_grad() is fine: attacks re-enable gradients for the input only)"
+            )
         ball, y = self.prepare(x, y)
         with attack_mode(self.model):
             self._check_model(ball.center, y)
             return body(ball, y, self.generator(x.device))
 
-    def prepare(self, x: Tensor, y: Tensor) -> tuple[Ball, Tensor]:
+    def prepare(self, x: Tensor, y: Tensor | None) -> tuple[Ball, Tensor]:
         """Check ``x`` and ``y`` and build the feasible set; the caller's tensors are never modified."""
         if y is None and self.targeted:
             raise ValueError("a targeted attack needs the target labels as y")
@@ -172,7 +153,9 @@ class Attack(ABC):
         if x.dim() < 2 or x.shape[0] == 0:
             raise ValueError(f"x must have a batch dimension [B, ...] with B >= 1, got shape {tuple(x.shape)}")
         if y.dim() == 0 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"y must have one entry per example: x has batch {x.shape[0]}, y has shape {tuple(y.shape)}")
+            raise ValueError(
+                f"y must have one entry per example: x has batch {x.shape[0]}, y has shape {tuple(y.shape)}"
+            )
         if y.device != x.device:
             raise ValueError(f"x is on {x.device} but y is on {y.device}")
         if self.labelled and (y.dim() != 1 or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8)):
@@ -185,9 +168,10 @@ class Attack(ABC):
                 f"x has values in [{x.min().item():.4g}, {x.max().item():.4g}], outside the bounds {self.bounds}; "
                 "attacks work in pixel space: wrap a model trained on normalized inputs with hmcam.Normalize"
             )
-        center = x.detach().clamp(low, high)
+        center = x.detach().to(working_dtype(x.dtype)).clamp(low, high)
         eps = self._eps_tensor(center)
-        return Ball(center=center, eps=eps, norm=self.norm, bounds=self.bounds), (y.long() if self.labelled else y)
+        ball = Ball(center=center, eps=eps, norm=self.norm, bounds=self.bounds, input_dtype=x.dtype)
+        return ball, (y.long() if self.labelled else y)
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """A fresh generator seeded with ``seed`` (same draws every call), or None for the global RNG."""
@@ -201,7 +185,9 @@ class Attack(ABC):
             raise ValueError(f"{type(self).__name__} needs eps, the radius of the threat model's ball")
         if isinstance(eps, Tensor):
             if eps.dim() != 1 or not eps.is_floating_point():
-                raise ValueError(f"a per-example eps must be a 1-D float tensor, got shape {tuple(eps.shape)}, dtype {eps.dtype}")
+                raise ValueError(
+                    f"a per-example eps must be a 1-D float tensor, got shape {tuple(eps.shape)}, dtype {eps.dtype}"
+                )
             if not torch.isfinite(eps).all() or (eps <= 0).any():
                 raise ValueError("every per-example eps must be a finite number > 0")
             return eps.detach()
@@ -226,19 +212,24 @@ class Attack(ABC):
         return per_example(eps, center)
 
     def _check_model(self, x: Tensor, y: Tensor) -> None:
-        reference = next(self.model.parameters(), None)
+        reference: Tensor | None = next(self.model.parameters(), None)
         if reference is None:
             reference = next(self.model.buffers(), None)
         if reference is not None and reference.device != x.device:
             raise ValueError(f"the model is on {reference.device} but the input is on {x.device}")
         with torch.no_grad():
-            probe = self.model(x[:1])
+            probe = self.model(self.model_input(x[:1]))
         if not isinstance(probe, Tensor) or probe.shape[0] != 1:
-            raise ValueError(f"the model must return a [B, ...] tensor, got {type(probe).__name__} {getattr(probe, 'shape', '')}")
+            raise ValueError(
+                f"the model must return a [B, ...] tensor, got {type(probe).__name__} {getattr(probe, 'shape', '')}"
+            )
         if not self.labelled:
             return
         if probe.dim() != 2:
             raise ValueError(f"the model must return [B, classes] logits, got shape {tuple(probe.shape)}")
         classes = probe.shape[1]
         if y.min() < 0 or y.max() >= classes:
-            raise ValueError(f"labels must lie in [0, {classes - 1}] for a {classes}-class model, got [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(
+                f"labels must lie in [0, {classes - 1}] for a {classes}-class model, "
+                f"got [{int(y.min())}, {int(y.max())}]"
+            )

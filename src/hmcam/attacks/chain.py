@@ -1,14 +1,24 @@
-"""Markov chains of adversarial examples: the Metropolis-Hastings test and the sampled sequence."""
+"""Markov chains of adversarial examples: the Metropolis-Hastings test, the recorders and the chain base.
+
+A chain attack runs ``samples`` transitions per example; a recorder decides what is kept:
+:class:`SequenceRecorder` every state (``sample()`` returns the sequence [S, B, ...]),
+:class:`LastStateRecorder` only the current one (``attack(x, y)``, memory flat in S).
+"""
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from dataclasses import dataclass, replace
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from typing_extensions import override
 
-from hmcam.attacks.base import Attack, Ball
+from hmcam.attacks.ball import Ball
+from hmcam.attacks.checks import check_positive_int
+from hmcam.attacks.loop import IterativeAttack
 
 
 def metropolis_hastings(log_ratio: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -44,39 +54,101 @@ class ChainResult:
         return float(self.accepted.float().mean())
 
 
-class ChainRecorder:
-    """Collects one chain step at a time and stacks the steps into a :class:`ChainResult`."""
+@dataclass(frozen=True)
+class Transition:
+    """One transition of every chain of the batch: the new state and its acceptance statistics ([B])."""
 
-    def __init__(self) -> None:
-        self.steps: list[tuple[Tensor, ...]] = []
-
-    def record(self, state: Tensor, accepted: Tensor, probability: Tensor, energy: Tensor,
-               proposal_energy: Tensor, success: Tensor) -> None:
-        """Store the state after one transition with its acceptance statistics (all tensors are new)."""
-        self.steps.append((state, accepted, probability, energy, proposal_energy, success))
-
-    def result(self) -> ChainResult:
-        """The recorded steps stacked along a new leading sample dimension."""
-        return ChainResult(*(torch.stack(column) for column in zip(*self.steps)))
+    state: Tensor
+    accepted: Tensor
+    acceptance_probability: Tensor
+    energy: Tensor
+    proposal_energy: Tensor
+    success: Tensor
 
 
-class ChainAttack(Attack):
-    """An attack that runs one Markov chain per example and returns its last state when called."""
+class Recorder(ABC):
+    """Receives the transitions of a chain as they happen."""
 
     @abstractmethod
-    def chain(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> ChainResult:
-        """Run the chain for every example of the batch."""
+    def record(self, transition: Transition) -> None:
+        """Keep what this recorder keeps of one transition."""
+
+
+class SequenceRecorder(Recorder):
+    """Keeps every transition and stacks them into a :class:`ChainResult`."""
+
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+
+    @override
+    def record(self, transition: Transition) -> None:
+        self.transitions.append(transition)
+
+    def result(self) -> ChainResult:
+        """The recorded transitions stacked along a new leading sample dimension."""
+        # Transition and ChainResult list the same fields in the same order.
+        return ChainResult(*(torch.stack([getattr(t, f.name) for t in self.transitions]) for f in fields(Transition)))
+
+
+class LastStateRecorder(Recorder):
+    """Keeps only the current state, so a chain's memory does not grow with S."""
+
+    def __init__(self) -> None:
+        self.state: Tensor | None = None
+
+    @override
+    def record(self, transition: Transition) -> None:
+        self.state = transition.state
+
+
+class ChainAttack(IterativeAttack):
+    """An attack that runs one Markov chain per example for ``samples`` transitions.
+
+    ``sample(x, y)`` returns the whole sequence with its acceptance statistics; ``attack(x, y)``
+    returns the last state (the best last state over ``restarts`` chains), holding one state at a
+    time. ``temperature`` scales the energy difference of the acceptance test (tau of Eq. 3).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | Tensor,
+        alpha: float | None = None,
+        steps: int = 10,
+        samples: int = 5,
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, eps, alpha, steps, **kwargs)
+        self.samples = check_positive_int("samples", samples)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (math.inf accepts every proposal), got {temperature!r}")
+        self.temperature = float(temperature)
+
+    @abstractmethod
+    def chain(self, ball: Ball, y: Tensor, generator: torch.Generator | None, recorder: Recorder) -> None:
+        """Run the chain of every example of the batch, passing each transition to ``recorder``."""
+
+    def log_acceptance(self, energy_change: Tensor) -> Tensor:
+        """``energy_change / temperature``, the log acceptance ratio; zero (accept) at infinite temperature."""
+        if math.isfinite(self.temperature):
+            return energy_change / self.temperature
+        return torch.zeros_like(energy_change)
 
     def sample(self, x: Tensor, y: Tensor) -> ChainResult:
         """The whole sequence of adversarial examples with its acceptance statistics."""
-        result = self.guarded(x, y, self.chain)
-        return replace(result, samples=result.samples.to(dtype=x.dtype))
 
-    def perturb(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.chain(ball, y, generator).samples[-1]
+        def body(ball: Ball, labels: Tensor, generator: torch.Generator | None) -> ChainResult:
+            recorder = SequenceRecorder()
+            self.chain(ball, labels, generator, recorder)
+            result = recorder.result()
+            return replace(result, samples=torch.stack([ball.finish(state) for state in result.samples]))
 
-    def outcome(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Per-example success of a chain state; always False for callable (label-free) losses."""
-        if self.labelled:
-            return self.succeeded(logits, y)
-        return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        return self.guarded(x, y, body)
+
+    @override
+    def run(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        recorder = LastStateRecorder()
+        self.chain(ball, y, generator, recorder)
+        assert recorder.state is not None  # samples >= 1
+        return recorder.state

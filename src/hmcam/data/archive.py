@@ -30,7 +30,7 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     return name
 
 
-def extract_tar(archive: str | os.PathLike, destination: str | os.PathLike) -> list[Path]:
+def extract_tar(archive: str | os.PathLike[str], destination: str | os.PathLike[str]) -> list[Path]:
     """Extract ``archive`` (any compression tarfile reads) into ``destination``; return the top-level paths.
 
     Raises :class:`UnsafeArchiveError` for a dangerous member and :class:`ValueError` for a corrupt

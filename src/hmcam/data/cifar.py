@@ -40,7 +40,8 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 # "__builtin__" is how protocol-2 pickles from Python 2 (the published CIFAR files) name builtins.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     **{(f"{pkg}.multiarray", "_reconstruct"): _multiarray._reconstruct for pkg in ("numpy.core", "numpy._core")},
-    **{(f"{pkg}.numeric", "_frombuffer"): _numeric._frombuffer for pkg in ("numpy.core", "numpy._core")},
+    # _frombuffer is private (absent from numpy's stubs) but it is what numpy's own pickles name.
+    **{(f"{pkg}.numeric", "_frombuffer"): _numeric._frombuffer for pkg in ("numpy.core", "numpy._core")},  # type: ignore[attr-defined]
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
@@ -60,6 +61,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
+        """The allow-listed object for global ``module.name``; :class:`UnsafePickleError` for any other."""
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -69,10 +71,11 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
+        """Refuse every persistent id: a CIFAR batch has none."""
         raise UnsafePickleError(f"refusing persistent id {pid!r}")
 
 
-def read_python_batch(path: str | os.PathLike) -> dict[str, Any]:
+def read_python_batch(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Unpickle one CIFAR python batch with :class:`RestrictedUnpickler`; keys come back as ``str``.
 
     Raises :class:`UnsafePickleError` for a pickle that names a forbidden global and
@@ -152,6 +155,7 @@ class CifarLayout:
     label_index: int = 0
 
     def paths(self, directory: Path, split: str) -> list[Path]:
+        """The batch files of ``split`` when this version is stored under ``directory``."""
         if split not in self.files:
             raise ValueError(f"CIFAR has splits {list(self.files)}, got {split!r}")
         return [directory / self.folder / name for name in self.files[split]]

@@ -28,9 +28,7 @@ class ImageDataset(TensorDataset):
                 f"got {tuple(images.shape)}"
             )
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"{info.name}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}"
-            )
+            raise ValueError(f"{info.name}: {images.shape[0]} images but labels of shape {tuple(labels.shape)}")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
             raise ValueError(
                 f"{info.name}: labels must lie in [0, {info.num_classes - 1}], "

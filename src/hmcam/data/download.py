@@ -28,16 +28,19 @@ class DownloadError(OSError):
 
 
 def _expected_digest(md5: str | None, sha256: str | None) -> tuple[str, str]:
-    if (md5 is None) == (sha256 is None):
+    if md5 is not None and sha256 is None:
+        algorithm, digest = "md5", md5
+    elif sha256 is not None and md5 is None:
+        algorithm, digest = "sha256", sha256
+    else:
         raise ValueError("give exactly one of md5= or sha256= so the download can be verified")
-    algorithm, digest = ("md5", md5) if md5 is not None else ("sha256", sha256)
     length = 32 if algorithm == "md5" else 64
     if len(digest) != length or any(c not in "0123456789abcdefABCDEF" for c in digest):
         raise ValueError(f"{algorithm} must be {length} hex digits, got {digest!r}")
     return algorithm, digest.lower()
 
 
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
     """The hex ``algorithm`` (``md5`` or ``sha256``) digest of the file at ``path``, read in chunks."""
     digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
@@ -46,7 +49,7 @@ def file_digest(path: str | os.PathLike, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: str | os.PathLike, md5: str | None = None, sha256: str | None = None) -> bool:
+def verify_file(path: str | os.PathLike[str], md5: str | None = None, sha256: str | None = None) -> bool:
     """Whether the file at ``path`` exists and has the given md5 or sha256 (exactly one must be given)."""
     algorithm, expected = _expected_digest(md5, sha256)
     return Path(path).is_file() and file_digest(path, algorithm) == expected
@@ -54,7 +57,7 @@ def verify_file(path: str | os.PathLike, md5: str | None = None, sha256: str | N
 
 def download_file(
     url: str,
-    destination: str | os.PathLike,
+    destination: str | os.PathLike[str],
     *,
     md5: str | None = None,
     sha256: str | None = None,
@@ -85,8 +88,14 @@ def download_file(
                     length = int(header) if header is not None and header.isdigit() else None
                     digest = hashlib.new(algorithm)
                     received = 0
-                    with tqdm(total=length, unit="B", unit_scale=True, desc=destination.name,
-                              disable=None if progress is None else not progress, leave=False) as bar:
+                    with tqdm(
+                        total=length,
+                        unit="B",
+                        unit_scale=True,
+                        desc=destination.name,
+                        disable=None if progress is None else not progress,
+                        leave=False,
+                    ) as bar:
                         while chunk := response.read(CHUNK_BYTES):
                             out.write(chunk)
                             digest.update(chunk)
@@ -115,7 +124,7 @@ def download_file(
 def download_from_mirrors(
     mirrors: Sequence[str],
     filename: str,
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     *,
     md5: str | None = None,
     sha256: str | None = None,

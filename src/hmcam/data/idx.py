@@ -9,14 +9,15 @@ rather than a silently short or garbled array.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TypeAlias
 
 import numpy as np
 
@@ -30,13 +31,16 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 GZIP_MAGIC = b"\x1f\x8b"
 
+#: An opened IDX file: decompressing or plain.
+_Stream: TypeAlias = gzip.GzipFile | io.BufferedReader
+
 
 @contextmanager
-def _open(path: Path) -> Iterator[BinaryIO]:
+def _open(path: Path) -> Iterator[_Stream]:
     # The gzip magic decides, not the file name: people gunzip files and keep the name, or not.
     with open(path, "rb") as raw:
         compressed = raw.read(2) == GZIP_MAGIC
-    handle: BinaryIO = gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[assignment]
+    handle: _Stream = gzip.open(path, "rb") if compressed else open(path, "rb")
     try:
         yield handle
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
@@ -45,14 +49,14 @@ def _open(path: Path) -> Iterator[BinaryIO]:
         handle.close()
 
 
-def _read_exact(stream: BinaryIO, size: int, path: Path, what: str) -> bytes:
+def _read_exact(stream: _Stream, size: int, path: Path, what: str) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise ValueError(f"{path} is truncated: expected {size} bytes of {what}, found {len(data)}")
     return data
 
 
-def _read_header(stream: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+def _read_header(stream: _Stream, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
     magic = _read_exact(stream, 4, path, "magic number")
     if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES or magic[3] == 0:
         raise ValueError(
@@ -64,14 +68,14 @@ def _read_header(stream: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...
     return IDX_DTYPES[magic[2]], tuple(dims)
 
 
-def idx_shape(path: str | os.PathLike) -> tuple[int, ...]:
+def idx_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
     """The array shape declared in the header of the IDX file at ``path``, reading nothing else."""
     path = Path(path)
     with _open(path) as stream:
         return _read_header(stream, path)[1]
 
 
-def read_idx(path: str | os.PathLike, limit: int | None = None) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], limit: int | None = None) -> np.ndarray:
     """Read the IDX file at ``path`` (gzip detected from its first bytes) into a native-endian array.
 
     With ``limit=n`` only the header and the first ``n`` records along the first axis are read (and

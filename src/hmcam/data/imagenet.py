@@ -46,13 +46,13 @@ def resize_and_center_crop(image: Image.Image, resize: int, crop: int) -> Image.
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = resize, int(resize * long / short)
     new_size = (new_short, new_long) if width <= height else (new_long, new_short)
-    image = image.resize(new_size, Image.BILINEAR)
+    image = image.resize(new_size, Image.Resampling.BILINEAR)
     left = int(round((new_size[0] - crop) / 2.0))
     top = int(round((new_size[1] - crop) / 2.0))
     return image.crop((left, top, left + crop, top + crop))
 
 
-class ImageFolder(Dataset):
+class ImageFolder(Dataset[tuple[Tensor, Tensor]]):
     """Lazily decoded ``root/<class>/<image>`` tree yielding ``(float32 [3, crop, crop] in [0, 1], int64 label)``.
 
     ``labels`` (int64 ``[N]``), ``samples`` (paths) and ``info`` are available at once; there is no
@@ -63,7 +63,7 @@ class ImageFolder(Dataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: str | os.PathLike[str],
         info: DatasetInfo,
         resize: int = 256,
         crop: int = 224,
@@ -110,8 +110,8 @@ class ImageFolder(Dataset):
         """Decode sample ``index`` into a float32 ``[3, crop, crop]`` tensor in [0, 1]."""
         path = self.samples[index]
         try:
-            with Image.open(path) as image:
-                image = resize_and_center_crop(image.convert("RGB"), self.resize, self.crop)
+            with Image.open(path) as opened:
+                image = resize_and_center_crop(opened.convert("RGB"), self.resize, self.crop)
         except OSError as error:
             raise ValueError(f"cannot decode image {path}: {error}") from error
         pixels = np.asarray(image, dtype=np.uint8)

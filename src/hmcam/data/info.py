@@ -37,8 +37,6 @@ class DatasetInfo:
         if self.num_classes < 1:
             raise ValueError(f"{self.name}: num_classes must be >= 1, got {self.num_classes}")
         if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes"
-            )
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"{self.name}: class names are not unique")

@@ -36,7 +36,7 @@ def user_cache_dir() -> Path:
     return Path.home() / ".cache" / "hmcam"
 
 
-def search_locations(root: str | os.PathLike | None = None) -> list[SearchLocation]:
+def search_locations(root: str | os.PathLike[str] | None = None) -> list[SearchLocation]:
     """The base folders to search, in order, without duplicates; ``writable_target`` marks download candidates."""
     candidates: list[SearchLocation] = []
     if root is not None:
@@ -66,7 +66,7 @@ def is_writable(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def download_base(root: str | os.PathLike | None = None) -> Path | None:
+def download_base(root: str | os.PathLike[str] | None = None) -> Path | None:
     """The first writable base folder among root, ``$HMCAM_DATA`` and the user cache, or None."""
     for location in search_locations(root):
         if location.writable_target and is_writable(location.path):
@@ -77,7 +77,7 @@ def download_base(root: str | os.PathLike | None = None) -> Path | None:
 def locate(
     subfolders: Sequence[str],
     present: Callable[[Path], bool],
-    root: str | os.PathLike | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> tuple[Path | None, list[tuple[Path, str]]]:
     """Search every base folder's ``subfolders`` in order for one where ``present(folder)`` is true.
 

@@ -50,9 +50,7 @@ def load_split(directory: Path, split: str, limit: int | None = None) -> tuple[n
     if len(label_shape) != 1:
         raise ValueError(f"{labels_path} should hold [N] labels, its header declares shape {label_shape}")
     if image_shape[0] != label_shape[0]:
-        raise ValueError(
-            f"{images_path} holds {image_shape[0]} images but {labels_path} holds {label_shape[0]} labels"
-        )
+        raise ValueError(f"{images_path} holds {image_shape[0]} images but {labels_path} holds {label_shape[0]} labels")
     images, labels = read_idx(images_path, limit), read_idx(labels_path, limit)
     for path, array in ((images_path, images), (labels_path, labels)):
         if array.dtype != np.uint8:

@@ -22,18 +22,21 @@ from hmcam.data.imagenet import ImageFolder
 from hmcam.data.info import DatasetInfo
 from hmcam.data.locate import ENV_VAR, DatasetNotFoundError, download_base, locate
 
-CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
-)  # fmt: skip
+# One row per ten classes, in label order.
+CIFAR100_CLASSES = tuple(
+    """
+    apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle
+    bowl boy bridge bus butterfly camel can castle caterpillar cattle
+    chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur
+    dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard
+    lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain
+    mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+    plain plate poppy porcupine possum rabbit raccoon ray road rocket
+    rose sea seal shark shrew skunk skyscraper snail snake spider
+    squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor
+    train trout tulip turtle wardrobe whale willow_tree wolf woman worm
+    """.split()
+)
 
 # mean/std: per-channel statistics of each training split in [0, 1] pixel scale, rounded to 4
 # places (ImageNet: the customary 3-place values every pretrained torchvision model expects).
@@ -112,12 +115,14 @@ SOURCES: dict[str, DatasetSource] = {
         subfolders=("mnist", "MNIST/raw"),
         layout=_IDX_LAYOUT,
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",),
-        files=_idx_files({
-            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-        }),
+        files=_idx_files(
+            {
+                "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+            }
+        ),
     ),
     # Zalando's own bucket and the md5s from the Fashion-MNIST README. The bucket's website
     # endpoint serves plain http only; the md5 check is what guards integrity.
@@ -126,12 +131,14 @@ SOURCES: dict[str, DatasetSource] = {
         subfolders=("fashion-mnist", "FashionMNIST/raw"),
         layout=_IDX_LAYOUT,
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        files=_idx_files({
-            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-        }),
+        files=_idx_files(
+            {
+                "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+            }
+        ),
         hint="on Debian/Ubuntu: sudo apt install dataset-fashion-mnist (installs /usr/share/datasets/fashion-mnist)",
     ),
     "cifar10": DatasetSource(
@@ -186,9 +193,11 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[_check_name(name)]
 
 
-def find_dataset(name: str, root: str | os.PathLike | None = None, split: str | None = None) -> Path | None:
-    """The folder holding ``split`` of ``name`` (any split when None), searched in the order of
-    :mod:`hmcam.data.locate`, or None when no searched folder has it. Never downloads."""
+def find_dataset(name: str, root: str | os.PathLike[str] | None = None, split: str | None = None) -> Path | None:
+    """The folder holding ``split`` of ``name`` (any split when None), or None; never downloads.
+
+    Folders are searched in the order of :mod:`hmcam.data.locate`.
+    """
     key = _check_name(name)
     source = SOURCES[key]
     splits = source.splits if split is None else (_check_split(key, split),)
@@ -236,7 +245,7 @@ def _not_found(key: str, split: str, searched: list[tuple[Path, str]], download_
 def load_dataset(
     name: str,
     split: str = "train",
-    root: str | os.PathLike | None = None,
+    root: str | os.PathLike[str] | None = None,
     download: bool = True,
     limit: int | None = None,
 ) -> ImageDataset | ImageFolder:
@@ -255,7 +264,10 @@ def load_dataset(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     source = SOURCES[key]
-    present = lambda f: _PRESENT[key](f, split)  # noqa: E731
+
+    def present(candidate: Path) -> bool:
+        return _PRESENT[key](candidate, split)
+
     folder, searched = locate(source.subfolders, present, root)
     if folder is None:
         if not download:

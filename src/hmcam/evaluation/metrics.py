@@ -8,12 +8,21 @@ from torch import Tensor, nn
 from hmcam.attacks.hygiene import attack_mode
 
 
-def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Predicted labels of ``model`` for ``x`` (any leading shape [..., C, H, W] is flattened), in eval mode."""
-    flat = x.reshape(-1, *x.shape[-3:]) if x.dim() > 4 else x
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512, *, sample_dims: int = 0) -> Tensor:
+    """Predicted labels of ``model`` for ``x``, in eval mode, ``batch_size`` examples at a time.
+
+    ``x`` is [B, ...] (any example shape: [C, H, W], [H, W], flat features), or, with
+    ``sample_dims=k``, k leading sample dimensions before the batch ([S, B, ...] for a chain's
+    samples with k = 1); the labels have the shape of those leading dimensions and the batch. The
+    sample dimensions are given, never guessed from the rank, which is ambiguous when C equals B.
+    """
+    if sample_dims < 0 or x.dim() < sample_dims + 1:
+        raise ValueError(f"x of shape {tuple(x.shape)} has no batch dimension after {sample_dims} sample dimensions")
+    leading = x.shape[: sample_dims + 1]
+    flat = x.reshape(-1, *x.shape[sample_dims + 1 :])
     with attack_mode(model), torch.no_grad():
-        labels = torch.cat([model(chunk).argmax(dim=1) for chunk in flat.split(batch_size)])
-    return labels.reshape(x.shape[: x.dim() - 3]) if x.dim() > 4 else labels
+        labels = torch.cat([model(chunk).argmax(dim=1) for chunk in torch.split(flat, batch_size)])
+    return labels.reshape(leading)
 
 
 def _hits(predicted: Tensor, y: Tensor, targeted: bool) -> Tensor:
@@ -42,8 +51,10 @@ def robust_accuracy(model: nn.Module, x_adv: Tensor, y: Tensor) -> float:
 
 def _sequence_success(model: nn.Module, x: Tensor, samples: Tensor, y: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
     if samples.dim() != x.dim() + 1 or samples.shape[1:] != x.shape:
-        raise ValueError(f"samples must be [S, *x.shape] = [S, {', '.join(map(str, x.shape))}], got {tuple(samples.shape)}")
-    hits = _hits(predict(model, samples), y.expand(samples.shape[0], -1), targeted)
+        raise ValueError(
+            f"samples must be [S, *x.shape] = [S, {', '.join(map(str, x.shape))}], got {tuple(samples.shape)}"
+        )
+    hits = _hits(predict(model, samples, sample_dims=1), y.expand(samples.shape[0], -1), targeted)
     eligible = torch.ones_like(y, dtype=torch.bool) if targeted else predict(model, x) == y
     if not eligible.any():
         raise ValueError("the model misclassifies every clean example; the success rate is undefined")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from hmcam.attacks import ChainAttack, attack_mode, get_attack
+from hmcam.attacks import Attack, ChainAttack, attack_mode, get_attack
 from hmcam.attacks.norms import NORMS
 from hmcam.evaluation import predict
 
@@ -35,19 +35,29 @@ class AttackSettings:
     seed: int = 0
     options: tuple[tuple[str, Any], ...] = ()
 
-    def build(self, model: nn.Module):
+    def build(self, model: nn.Module) -> Attack:
         """Instantiate the attack for ``model``, passing only the arguments its class accepts."""
         attack_class = get_attack(self.name)
-        accepted = set()
+        accepted: set[str] = set()
         for klass in attack_class.__mro__:
             if "__init__" in vars(klass):
-                accepted |= set(inspect.signature(klass.__init__).parameters)
-        wanted = {"eps": self.eps, "steps": self.steps, "samples": self.samples, "alpha": self.alpha,
-                  "norm": self.norm, "targeted": self.targeted, "seed": self.seed, **dict(self.options)}
+                accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+        wanted = {
+            "eps": self.eps,
+            "steps": self.steps,
+            "samples": self.samples,
+            "alpha": self.alpha,
+            "norm": self.norm,
+            "targeted": self.targeted,
+            "seed": self.seed,
+            **dict(self.options),
+        }
         if not attack_class.uses_eps:
             wanted.pop("eps")
             wanted.pop("norm")
-        return attack_class(model, **{key: value for key, value in wanted.items() if key in accepted and value is not None})
+        return attack_class(
+            model, **{key: value for key, value in wanted.items() if key in accepted and value is not None}
+        )
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,15 @@ class AttackRun:
     summary: dict[str, Any]
 
 
-def run_attack(model: nn.Module, settings: AttackSettings, images: Tensor, labels: Tensor, *,
-               batch_size: int = 128, progress: bool = True) -> AttackRun:
+def run_attack(
+    model: nn.Module,
+    settings: AttackSettings,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> AttackRun:
     """Attack ``images`` batch by batch and measure what the paper reports.
 
     Success rate is counted among the examples the model classifies correctly (untargeted) or as
@@ -76,8 +93,8 @@ def run_attack(model: nn.Module, settings: AttackSettings, images: Tensor, label
     started = time.perf_counter()
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc=settings.name, unit="batch", disable=not progress):
-        x = images[start:start + batch_size]
-        y = wanted[start:start + batch_size]
+        x = images[start : start + batch_size]
+        y = wanted[start : start + batch_size]
         if isinstance(attack, ChainAttack):
             result = attack.sample(x, y)
             chains.append(result.samples)
@@ -97,11 +114,15 @@ def run_attack(model: nn.Module, settings: AttackSettings, images: Tensor, label
     else:
         hits = adversarial_prediction != labels
         eligible = correct
-    delta = (adversarial_images - images)
+    delta = adversarial_images - images
     summary: dict[str, Any] = {
-        "attack": settings.name, "eps": settings.eps if attack.uses_eps else None, "norm": attack.norm.name,
-        "steps": settings.steps, "samples": settings.samples if samples is not None else None,
-        "targeted": settings.targeted, "examples": len(images),
+        "attack": settings.name,
+        "eps": settings.eps if attack.uses_eps else None,
+        "norm": attack.norm.name,
+        "steps": settings.steps,
+        "samples": settings.samples if samples is not None else None,
+        "targeted": settings.targeted,
+        "examples": len(images),
         "clean_accuracy": float(correct.float().mean()),
         "robust_accuracy": float((adversarial_prediction == labels).float().mean()),
         "success_rate": float(hits[eligible].float().mean()) if eligible.any() else None,
@@ -110,9 +131,13 @@ def run_attack(model: nn.Module, settings: AttackSettings, images: Tensor, label
         "mean_l2": float(NORMS["l2"].measure(delta).mean()),
     }
     if samples is not None:
-        sample_prediction = predict(model, samples)
+        sample_prediction = predict(model, samples, sample_dims=1)
         sample_hits = sample_prediction == wanted if settings.targeted else sample_prediction != labels
         summary["acceptance_rate"] = float(torch.cat(accepted, dim=1).float().mean())
-        summary["any_sample_success_rate"] = float(sample_hits.any(0)[eligible].float().mean()) if eligible.any() else None
-        summary["all_samples_success_rate"] = float(sample_hits.all(0)[eligible].float().mean()) if eligible.any() else None
+        summary["any_sample_success_rate"] = (
+            float(sample_hits.any(0)[eligible].float().mean()) if eligible.any() else None
+        )
+        summary["all_samples_success_rate"] = (
+            float(sample_hits.all(0)[eligible].float().mean()) if eligible.any() else None
+        )
     return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary)

@@ -103,7 +103,7 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     model: nn.Module,
     *,
     architecture: str,
@@ -137,7 +137,7 @@ def save_checkpoint(
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither")
     normalization = None
-    if mean is not None:
+    if mean is not None and std is not None:
         normalization = {
             "mean": list(channel_statistics(mean, "mean", shape[0])),
             "std": list(channel_statistics(std, "std", shape[0])),
@@ -158,7 +158,7 @@ def save_checkpoint(
         )
     for key, given in (normalization or {}).items():
         stored = state[key].flatten().tolist()
-        if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(stored, given)):
+        if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(stored, given, strict=True)):
             raise ValueError(f"the model normalizes with {key} {stored}, not the given {given}")
     metadata = {
         "format": FORMAT_NAME,
@@ -195,7 +195,9 @@ def _read_build(metadata: dict[str, Any], path: Path) -> tuple[str, dict[str, An
     return architecture, build
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved by :func:`save_checkpoint` at ``path`` and load its weights strictly.
 
     Returns ``(model, metadata)`` with the model on ``device`` in eval mode. Raises

@@ -28,6 +28,7 @@ class DenseBottleneck(nn.Module):
         self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, 3, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
         out = self.conv1(F.relu(self.bn1(x)))
         out = self.conv2(F.relu(self.bn2(out)))
         return torch.cat([out, x], dim=1)
@@ -42,6 +43,7 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Compressed, half-resolution feature maps of ``x``."""
         return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
 
 
@@ -79,9 +81,11 @@ class CifarDenseNet(nn.Module):
         self.linear = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
         out = self.features(self.conv1(x))
         out = F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1)
-        return self.linear(out)
+        logits: Tensor = self.linear(out)
+        return logits
 
 
 def densenet121(num_classes: int = 10, in_channels: int = 3) -> CifarDenseNet:

@@ -42,7 +42,7 @@ def require_torchvision() -> ModuleType:
 
 def _torchvision_resnet(depth: int, num_classes: int, in_channels: int) -> nn.Module:
     models = require_torchvision()
-    model = getattr(models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+    model: nn.Module = getattr(models, f"resnet{depth}")(weights=None, num_classes=num_classes)
     if in_channels != 3:
         # Same 7x7 stride-2 stem, only the input channels differ.
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -50,10 +50,10 @@ def _torchvision_resnet(depth: int, num_classes: int, in_channels: int) -> nn.Mo
 
 
 def resnet50(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
-    """torchvision ResNet-50 (randomly initialized): the paper's ImageNet CAT model (Table 6)."""
+    """Torchvision ResNet-50 (randomly initialized): the paper's ImageNet CAT model (Table 6)."""
     return _torchvision_resnet(50, num_classes, in_channels)
 
 
 def resnet152(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
-    """torchvision ResNet-152 (randomly initialized): the backbone of the paper's CAAD targets (Table 8)."""
+    """Torchvision ResNet-152 (randomly initialized): the backbone of the paper's CAAD targets (Table 8)."""
     return _torchvision_resnet(152, num_classes, in_channels)

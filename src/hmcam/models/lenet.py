@@ -34,7 +34,9 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
+        logits: Tensor = self.classifier(self.features(x).flatten(1))
+        return logits
 
 
 def lenet(num_classes: int = 10, in_channels: int = 1) -> LeNet5:

@@ -35,12 +35,12 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for inputs ``x`` ``[B, ...]``, flattened after the batch axis."""
         flat = x.flatten(1)
         if flat.shape[1] != self.in_features:
-            raise ValueError(
-                f"MLP expects {self.in_features} input values per example, got shape {tuple(x.shape)}"
-            )
-        return self.layers(flat)
+            raise ValueError(f"MLP expects {self.in_features} input values per example, got shape {tuple(x.shape)}")
+        logits: Tensor = self.layers(flat)
+        return logits
 
 
 def mlp(num_classes: int = 10, in_channels: int = 1, *, hidden: Sequence[int] = DEFAULT_HIDDEN) -> MLP:

@@ -28,11 +28,13 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
         out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
+        shortcut: Tensor = x if self.shortcut is None else self.shortcut(out)
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out)))
-        return out + shortcut
+        result: Tensor = out + shortcut
+        return result
 
 
 class PreActResNet18(nn.Module):
@@ -50,10 +52,12 @@ class PreActResNet18(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
         out = self.conv1(x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+        logits: Tensor = self.linear(out)
+        return logits
 
 
 def preact_resnet18(num_classes: int = 10, in_channels: int = 3) -> PreActResNet18:

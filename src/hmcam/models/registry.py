@@ -80,29 +80,78 @@ def _spec(
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        _spec("resnet32", "cifar", resnet32, 460_000,
-              "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (Table 6: 0.46M)"),
-        _spec("vgg16", "cifar", vgg16, None,
-              "Simonyan & Zisserman, Very Deep Convolutional Networks, ICLR 2015 (configuration D, no BN)"),
-        _spec("resnext29_8x64d", "cifar", resnext29_8x64d, 34_400_000,
-              "Xie et al., Aggregated Residual Transformations, CVPR 2017 (Table 7: 34.4M)"),
-        _spec("densenet121", "cifar", densenet121, None,
-              "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (CIFAR layout of "
-              "kuangliu/pytorch-cifar)"),
-        _spec("preact_resnet18", "cifar", preact_resnet18, None,
-              "He et al., Identity Mappings in Deep Residual Networks, ECCV 2016 (layout of YOPO)"),
-        _spec("wrn34_10", "cifar", wrn34_10, None,
-              "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016 (depth 34 as in Madry et al. 2018, "
-              "TRADES, YOPO)"),
-        _spec("smallcnn", "mnist", smallcnn, None,
-              "Zhang et al., TRADES, ICML 2019 (small_cnn), as in YOPO and the paper's Table 7"),
-        _spec("lenet", "mnist", lenet, None,
-              "LeCun et al., Gradient-Based Learning Applied to Document Recognition, 1998 (LeNet-5 style)"),
+        _spec(
+            "resnet32",
+            "cifar",
+            resnet32,
+            460_000,
+            "He et al., Deep Residual Learning for Image Recognition, CVPR 2016 (Table 6: 0.46M)",
+        ),
+        _spec(
+            "vgg16",
+            "cifar",
+            vgg16,
+            None,
+            "Simonyan & Zisserman, Very Deep Convolutional Networks, ICLR 2015 (configuration D, no BN)",
+        ),
+        _spec(
+            "resnext29_8x64d",
+            "cifar",
+            resnext29_8x64d,
+            34_400_000,
+            "Xie et al., Aggregated Residual Transformations, CVPR 2017 (Table 7: 34.4M)",
+        ),
+        _spec(
+            "densenet121",
+            "cifar",
+            densenet121,
+            None,
+            "Huang et al., Densely Connected Convolutional Networks, CVPR 2017 (CIFAR layout of "
+            "kuangliu/pytorch-cifar)",
+        ),
+        _spec(
+            "preact_resnet18",
+            "cifar",
+            preact_resnet18,
+            None,
+            "He et al., Identity Mappings in Deep Residual Networks, ECCV 2016 (layout of YOPO)",
+        ),
+        _spec(
+            "wrn34_10",
+            "cifar",
+            wrn34_10,
+            None,
+            "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016 (depth 34 as in Madry et al. 2018, TRADES, YOPO)",
+        ),
+        _spec(
+            "smallcnn",
+            "mnist",
+            smallcnn,
+            None,
+            "Zhang et al., TRADES, ICML 2019 (small_cnn), as in YOPO and the paper's Table 7",
+        ),
+        _spec(
+            "lenet",
+            "mnist",
+            lenet,
+            None,
+            "LeCun et al., Gradient-Based Learning Applied to Document Recognition, 1998 (LeNet-5 style)",
+        ),
         _spec("mlp", "mnist", mlp, None, "fully connected ReLU baseline"),
-        _spec("resnet50", "imagenet", resnet50, 25_557_032,
-              "He et al., CVPR 2016; torchvision ResNet50_Weights.IMAGENET1K_V1 (num_params)"),
-        _spec("resnet152", "imagenet", resnet152, 60_192_808,
-              "He et al., CVPR 2016; torchvision ResNet152_Weights.IMAGENET1K_V1 (num_params)"),
+        _spec(
+            "resnet50",
+            "imagenet",
+            resnet50,
+            25_557_032,
+            "He et al., CVPR 2016; torchvision ResNet50_Weights.IMAGENET1K_V1 (num_params)",
+        ),
+        _spec(
+            "resnet152",
+            "imagenet",
+            resnet152,
+            60_192_808,
+            "He et al., CVPR 2016; torchvision ResNet152_Weights.IMAGENET1K_V1 (num_params)",
+        ),
     )
 }
 
@@ -130,7 +179,8 @@ def channel_statistics(values: Sequence[float], what: str, channels: int) -> tup
         raise TypeError(f"{what} must be a sequence of {channels} numbers, got {values!r}")
     if len(values) != channels:
         raise ValueError(f"{what} has {len(values)} values but the model has {channels} input channels")
-    if not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+    given: Sequence[object] = values  # checked here, whatever the annotation promises
+    if not all(not isinstance(v, bool) and isinstance(v, Real) and math.isfinite(v) for v in given):
         raise ValueError(f"{what} must hold finite numbers, got {list(values)}")
     return tuple(float(v) for v in values)
 
@@ -160,6 +210,6 @@ def build_model(
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std for input normalization, or neither")
     net = spec.builder(num_classes=classes, in_channels=channels, **options)
-    if mean is None:
+    if mean is None or std is None:
         return net
     return Normalize(net, channel_statistics(mean, "mean", channels), channel_statistics(std, "std", channels))

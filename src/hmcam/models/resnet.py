@@ -24,6 +24,7 @@ class PaddingShortcut(nn.Module):
         self.extra = out_channels - in_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` subsampled by ``stride`` and zero-padded to the output channels."""
         x = x[:, :, :: self.stride, :: self.stride]
         # Pad the added channels symmetrically, as the reference CIFAR implementation does, so that
         # published weights line up channel for channel.
@@ -46,6 +47,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -80,10 +82,12 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+        logits: Tensor = self.linear(out)
+        return logits
 
 
 def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:

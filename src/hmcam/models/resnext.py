@@ -34,6 +34,7 @@ class ResNeXtBottleneck(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
         out = F.relu(self.bn_reduce(self.conv_reduce(x)))
         out = F.relu(self.bn_grouped(self.conv_grouped(out)))
         out = self.bn_expand(self.conv_expand(out))
@@ -84,10 +85,12 @@ class CifarResNeXt(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.stage3(self.stage2(self.stage1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.classifier(out)
+        logits: Tensor = self.classifier(out)
+        return logits
 
 
 def resnext29_8x64d(num_classes: int = 10, in_channels: int = 3) -> CifarResNeXt:

@@ -45,12 +45,17 @@ class SmallCNN(nn.Module):
         for module in self.features:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight)
+                assert module.bias is not None  # every convolution here has a bias
                 nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.classifier[-1].weight)
-        nn.init.zeros_(self.classifier[-1].bias)
+        last = self.classifier[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
+        logits: Tensor = self.classifier(self.features(x).flatten(1))
+        return logits
 
 
 def smallcnn(num_classes: int = 10, in_channels: int = 1, *, dropout: float = 0.5) -> SmallCNN:

@@ -15,7 +15,24 @@ from torch import Tensor, nn
 
 # Configuration D of Simonyan & Zisserman: channel counts, "M" for a 2x2 max-pool.
 VGG16_LAYERS: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
 )
 
 
@@ -53,10 +70,13 @@ class VGG16(nn.Module):
             if isinstance(module, nn.Conv2d):
                 fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
                 nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+                assert module.bias is not None  # every convolution here has a bias
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
+        logits: Tensor = self.classifier(self.features(x).flatten(1))
+        return logits
 
 
 def vgg16(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.5) -> VGG16:

@@ -30,13 +30,16 @@ class WideBasicBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
         activated = F.relu(self.bn1(x))
         out = self.conv1(activated)
         out = F.relu(self.bn2(out))
         if self.dropout > 0:
             out = F.dropout(out, p=self.dropout, training=self.training)
         out = self.conv2(out)
-        return out + (x if self.shortcut is None else self.shortcut(activated))
+        shortcut: Tensor = x if self.shortcut is None else self.shortcut(activated)
+        result: Tensor = out + shortcut
+        return result
 
 
 class WideResNet(nn.Module):
@@ -84,9 +87,11 @@ class WideResNet(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` for a batch of images ``x`` ``[B, C, H, W]``."""
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1)
-        return self.fc(out)
+        logits: Tensor = self.fc(out)
+        return logits
 
 
 def wrn34_10(num_classes: int = 10, in_channels: int = 3, *, dropout: float = 0.0) -> WideResNet:

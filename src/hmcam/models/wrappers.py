@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,9 @@ class Normalize(nn.Module):
     N(x) = {||x' - x|| <= eps} lives (Eq. 5), and never need a denormalize round trip.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -29,13 +33,13 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of the wrapped model for pixels ``x`` ``[B, C, H, W]`` in [0, 1]."""
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
-            raise ValueError(
-                f"Normalize expects [B, {self.mean.shape[1]}, H, W] input, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"Normalize expects [B, {self.mean.shape[1]}, H, W] input, got shape {tuple(x.shape)}")
         mean = self.mean.to(dtype=x.dtype)
         std = self.std.to(dtype=x.dtype)
-        return self.model((x - mean) / std)
+        logits: Tensor = self.model((x - mean) / std)
+        return logits
 
 
 class Ensemble(nn.Module):
@@ -47,6 +51,8 @@ class Ensemble(nn.Module):
     pass, used for predictions, averages logits. Weights are equal by default and are normalized to
     sum to one.
     """
+
+    weights: Tensor
 
     def __init__(
         self,
@@ -77,11 +83,13 @@ class Ensemble(nn.Module):
     def combine(self, values: Sequence[Tensor]) -> Tensor:
         """Weighted sum of per-member tensors (logits, probabilities or per-example losses)."""
         weights = self.weights.to(dtype=values[0].dtype)
-        return sum(w * v for w, v in zip(weights, values))
+        # The values are tensors, so the sum is one (typeshed types it as "tensor or the int 0").
+        return cast(Tensor, sum(w * v for w, v in zip(weights, values, strict=True)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """The weighted mean of the members' logits (in ``"probs"`` mode the log of the mean probabilities)."""
         logits = self.member_logits(x)
         if self.mode == "probs":
-            probs = self.combine([l.softmax(dim=1) for l in logits])
+            probs = self.combine([member.softmax(dim=1) for member in logits])
             return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
         return self.combine(logits)

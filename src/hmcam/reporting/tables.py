@@ -26,7 +26,7 @@ def markdown_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str | os.PathLike, records: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+def write_csv(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Write the records as CSV, atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")

@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig().to_dict()
     for spec in dataclasses.fields(TrainConfig):
         parser.add_argument(
-            _flag(spec.name), dest=spec.name, default=argparse.SUPPRESS, metavar="VALUE",
+            _flag(spec.name),
+            dest=spec.name,
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
             help=f"{spec.type}, default {json.dumps(defaults[spec.name])}",
         )
     return parser

@@ -25,8 +25,16 @@ def _int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _float(name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False,
-           open_high: bool = False, optional: bool = False) -> None:
+def _float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+    optional: bool = False,
+) -> None:
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -118,9 +126,10 @@ class TrainConfig:
         _float("weight_decay", self.weight_decay, 0.0)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
-        if isinstance(self.milestones, (str, bytes)) or not isinstance(self.milestones, (list, tuple)):
-            raise TypeError(f"milestones must be a list of numbers, got {self.milestones!r}")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
+        milestones: object = self.milestones  # checked here, whatever the annotation promises
+        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, (list, tuple)):
+            raise TypeError(f"milestones must be a list of numbers, got {milestones!r}")
+        object.__setattr__(self, "milestones", tuple(milestones))
         resolve_milestones(self.milestones, self.epochs)
         _float("gamma", self.gamma, 0.0, 1.0, open_low=True)
         _float("cyclic_peak", self.cyclic_peak, 0.0, 1.0, open_low=True, open_high=True)

@@ -49,6 +49,6 @@ def render_curves(history: Sequence[dict[str, Any]], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def save_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]], title: str) -> None:
+def save_curves(path: str | os.PathLike[str], history: Sequence[dict[str, Any]], title: str) -> None:
     """Write :func:`render_curves` to ``path`` atomically."""
     atomic_write(path, render_curves(history, title))

@@ -22,7 +22,7 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in the run: rank, world size, local rank, device and backend.
+    """The place of this process in the run: rank, world size, local rank, device and backend.
 
     ``backend`` is None when training runs in a single process; ``owns_group`` is True when
     :func:`setup_distributed` created the process group and so must destroy it.
@@ -70,13 +70,15 @@ def resolve_device(request: str, local_rank: int | None = None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {request!r} was requested but CUDA is not available")
+        # torch's stubs type device.index as int, but it is None for a bare "cuda".
+        index: int | None = device.index
         if local_rank is not None:
-            if device.index is not None:
+            if index is not None:
                 raise ValueError(
                     f"under torchrun each process uses cuda:LOCAL_RANK; ask for device 'cuda', not {request!r}"
                 )
             return torch.device("cuda", local_rank)
-        if device.index is None:
+        if index is None:
             return torch.device("cuda", torch.cuda.current_device())
     elif device.type != "cpu":
         raise ValueError(f"training runs on 'cpu' or 'cuda' devices, got {request!r}")
@@ -152,7 +154,7 @@ def all_gather_bytes(payload: bytes, context: DistributedContext) -> list[bytes]
     padded[: data.numel()] = data
     chunks = [torch.zeros_like(padded) for _ in range(context.world_size)]
     dist.all_gather(chunks, padded)
-    return [chunk[: int(s.item())].cpu().numpy().tobytes() for chunk, s in zip(chunks, sizes)]
+    return [chunk[: int(s.item())].cpu().numpy().tobytes() for chunk, s in zip(chunks, sizes, strict=True)]
 
 
 def barrier(context: DistributedContext) -> None:

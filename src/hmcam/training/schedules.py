@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 SCHEDULES = ("multistep", "cosine", "cyclic")
 
@@ -37,10 +38,8 @@ def resolve_milestones(milestones: Sequence[float], epochs: int) -> tuple[float,
         elif value >= 1 and float(value).is_integer():
             resolved.append(float(value))
         else:
-            raise ValueError(
-                f"milestone {value!r} is neither a fraction of training in (0, 1) nor a whole epoch >= 1"
-            )
-    if any(b < a for a, b in zip(resolved, resolved[1:])):
+            raise ValueError(f"milestone {value!r} is neither a fraction of training in (0, 1) nor a whole epoch >= 1")
+    if any(b < a for a, b in pairwise(resolved)):
         raise ValueError(f"milestones must be in increasing order, got {list(milestones)}")
     return tuple(resolved)
 
@@ -73,6 +72,7 @@ class Schedule:
             raise ValueError(f"the cyclic peak must be a fraction of training in (0, 1), got {self.peak}")
 
     def __call__(self, progress: float) -> float:
+        """The learning rate after ``progress`` epochs of training (fractional, in ``[0, epochs]``)."""
         if not 0 <= progress <= self.epochs:
             raise ValueError(f"progress must lie in [0, {self.epochs}] epochs, got {progress}")
         if self.kind == "multistep":

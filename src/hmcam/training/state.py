@@ -59,7 +59,7 @@ def optimizer_state_from_tensors(tensors: dict[str, Tensor], skeleton: dict[str,
     for name, value in tensors.items():
         if not name.startswith(OPTIMIZER_PREFIX):
             continue
-        index, key = name[len(OPTIMIZER_PREFIX):].split(".", 1)
+        index, key = name[len(OPTIMIZER_PREFIX) :].split(".", 1)
         if int(index) not in state:
             raise ValueError(f"optimizer tensor {name!r} belongs to no parameter listed in the saved state")
         state[int(index)][key] = value
@@ -71,15 +71,24 @@ def optimizer_state_from_tensors(tensors: dict[str, Tensor], skeleton: dict[str,
 def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The states of torch (CPU and every initialized CUDA device), NumPy and Python ``random``."""
     tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # torch.cuda.is_initialized has no annotations in torch.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = state
-    kind, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    # The global generator is always the legacy MT19937, whose legacy state is this 5-tuple.
+    assert isinstance(numpy_state, tuple)
+    kind, key, position, has_gauss, cached_gaussian = numpy_state
     tensors["rng.numpy"] = torch.from_numpy(key.astype(np.int64))
     version, internal, gauss_next = random.getstate()
     tensors["rng.python"] = torch.tensor(internal, dtype=torch.int64)
     meta = {
-        "numpy": {"kind": kind, "position": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "gauss_next": gauss_next},
         "cuda_devices": sum(name.startswith("rng.cuda.") for name in tensors),
     }

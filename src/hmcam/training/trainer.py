@@ -41,7 +41,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DistributedSampler
 from tqdm.auto import tqdm
 
-from hmcam.data import load_dataset
+from hmcam.data import ImageDataset, ImageFolder, load_dataset
 from hmcam.data.registry import SOURCES
 from hmcam.models import build_model, save_checkpoint
 from hmcam.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
@@ -100,8 +100,11 @@ def evaluation_split(dataset: str) -> str:
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     """Ask torch for deterministic kernels while training (when ``enabled``), then restore the flags."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-                torch.backends.cudnn.deterministic)
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     if enabled:
         # cuBLAS needs a fixed workspace for reproducible results; it must be set before its first use.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -145,7 +148,8 @@ class Trainer:
             **config.model_options,
         ).to(self.device)
         if config.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads for it leave the keyword out.
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.method: TrainingMethod = build_method(config.method, dataset=self.info.name, **config.method_kwargs)
         seed_everything(process_seed(config.seed, context.rank))
         self.model = wrap_model(self.net, context)
@@ -153,12 +157,20 @@ class Trainer:
             self.net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.schedule = Schedule(
-            config.schedule, config.lr, config.epochs, resolve_milestones(config.milestones, config.epochs),
-            config.gamma, config.cyclic_peak,
+            config.schedule,
+            config.lr,
+            config.epochs,
+            resolve_milestones(config.milestones, config.epochs),
+            config.gamma,
+            config.cyclic_peak,
         )
-        self.sampler = DistributedSampler(
-            self.train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True,
-            seed=config.seed, drop_last=True,
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            self.train_set,
+            num_replicas=context.world_size,
+            rank=context.rank,
+            shuffle=True,
+            seed=config.seed,
+            drop_last=True,
         )
         self.process_batch = config.batch_size // context.world_size
         self.batches_per_epoch = len(self.sampler) // self.process_batch
@@ -173,14 +185,20 @@ class Trainer:
         self.best: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------- set-up
-    def _load_data(self) -> tuple[Any, Any]:
+    def _load_data(self) -> tuple[ImageDataset | ImageFolder, ImageDataset | ImageFolder]:
         config = self.config
 
-        def load() -> tuple[Any, Any]:
-            train = load_dataset(config.dataset, "train", root=config.data_root, download=config.download,
-                                 limit=config.train_limit)
-            test = load_dataset(config.dataset, evaluation_split(config.dataset), root=config.data_root,
-                                download=config.download, limit=config.test_limit)
+        def load() -> tuple[ImageDataset | ImageFolder, ImageDataset | ImageFolder]:
+            train = load_dataset(
+                config.dataset, "train", root=config.data_root, download=config.download, limit=config.train_limit
+            )
+            test = load_dataset(
+                config.dataset,
+                evaluation_split(config.dataset),
+                root=config.data_root,
+                download=config.download,
+                limit=config.test_limit,
+            )
             return train, test
 
         # Rank 0 alone may download; the others read the files once they are complete.
@@ -217,11 +235,19 @@ class Trainer:
         return {
             "config": self.config.to_dict(),
             "method": {"name": self.method.name, **self.method.hyperparameters()},
-            "dataset": {"name": self.info.name, "input_shape": list(self.info.input_shape),
-                        "num_classes": self.info.num_classes, "train_examples": len(self.train_set),
-                        "test_examples": len(self.test_set)},
-            "evaluation": {"eps": self.eval_eps, "alpha": self.eval_alpha, "steps": self.config.eval_steps,
-                           "examples": min(self.config.eval_subset, len(self.test_set))},
+            "dataset": {
+                "name": self.info.name,
+                "input_shape": list(self.info.input_shape),
+                "num_classes": self.info.num_classes,
+                "train_examples": len(self.train_set),
+                "test_examples": len(self.test_set),
+            },
+            "evaluation": {
+                "eps": self.eval_eps,
+                "alpha": self.eval_alpha,
+                "steps": self.config.eval_steps,
+                "examples": min(self.config.eval_subset, len(self.test_set)),
+            },
             "world_size": self.context.world_size,
             "process_batch": self.process_batch,
             "steps_per_epoch": self.batches_per_epoch * self.method.replays,
@@ -290,13 +316,15 @@ class Trainer:
                 f"{path} was written by {meta['world_size']} processes; resume it with the same number, "
                 f"not {self.context.world_size}"
             )
-        model_state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+        model_state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
         self.net.load_state_dict(model_state, strict=True)
         self.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta["optimizer"]))
         prefix = f"rank{self.context.rank}."
-        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         restore_rng(mine, meta["ranks"][self.context.rank]["rng"])
-        self.method.load_state_dict({k[len(METHOD_PREFIX):]: v for k, v in mine.items() if k.startswith(METHOD_PREFIX)})
+        self.method.load_state_dict(
+            {k[len(METHOD_PREFIX) :]: v for k, v in mine.items() if k.startswith(METHOD_PREFIX)}
+        )
         self.epoch, self.step = meta["epoch"], meta["step"]
         self.history, self.best = meta["history"], meta["best"]
 
@@ -333,7 +361,7 @@ class Trainer:
                 context = StepContext(epoch=self.epoch, step=self.step, replay=replay, indices=index)
                 self.optimizer.zero_grad(set_to_none=True)
                 output = self.method.loss(self.model, images, labels, context)
-                output.loss.backward()
+                output.loss.backward()  # type: ignore[no-untyped-call]  # Tensor.backward has no annotations
                 self.method.before_step(self.model, context)
                 self.optimizer.step()
                 self.step += 1
@@ -350,7 +378,7 @@ class Trainer:
         summed = all_reduce_sum(local, self.context).tolist()
         examples = summed[0]
         record = {"train_loss": summed[1] / examples, "train_accuracy": summed[2] / examples, "lr": lr}
-        record.update({f"train_{name}": value / examples for name, value in zip(names, summed[3:])})
+        record.update({f"train_{name}": value / examples for name, value in zip(names, summed[3:], strict=True)})
         if not math.isfinite(record["train_loss"]):
             raise FloatingPointError(
                 f"the training loss became {record['train_loss']} in epoch {self.epoch + 1}; lower the learning rate"
@@ -371,8 +399,11 @@ class Trainer:
         self._save_state()
         if self.context.is_main:
             self._write_metrics()
-            save_curves(self.path(CURVES_FILE), self.history,
-                        f"{self.config.model} on {self.info.name}, {self.method.name} training")
+            save_curves(
+                self.path(CURVES_FILE),
+                self.history,
+                f"{self.config.model} on {self.info.name}, {self.method.name} training",
+            )
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Run the remaining epochs (all of them unless ``resume`` finds a saved state) and return the summary.
@@ -400,9 +431,14 @@ class Trainer:
             record.update(self._train_epoch())
             trained = time.perf_counter()
             record["clean_accuracy"], record["robust_accuracy"] = accuracies(
-                unwrap_model(self.model), self.test_set,
-                robust_examples=self.config.eval_subset, eps=self.eval_eps, alpha=self.eval_alpha,
-                steps=self.config.eval_steps, seed=self.config.seed, batch_size=self.config.batch_size,
+                unwrap_model(self.model),
+                self.test_set,
+                robust_examples=self.config.eval_subset,
+                eps=self.eval_eps,
+                alpha=self.eval_alpha,
+                steps=self.config.eval_steps,
+                seed=self.config.seed,
+                batch_size=self.config.batch_size,
                 context=self.context,
             )
             record["step"] = self.step
@@ -420,8 +456,10 @@ class Trainer:
             "best": self.best,
             "method": {"name": self.method.name, **self.method.hyperparameters()},
             "world_size": self.context.world_size,
-            "files": {name: str(self.path(name)) for name in
-                      (CONFIG_FILE, METRICS_FILE, LAST_FILE, BEST_FILE, STATE_FILE, CURVES_FILE)},
+            "files": {
+                name: str(self.path(name))
+                for name in (CONFIG_FILE, METRICS_FILE, LAST_FILE, BEST_FILE, STATE_FILE, CURVES_FILE)
+            },
         }
 
 

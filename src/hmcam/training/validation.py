@@ -10,32 +10,48 @@ cannot change the trained weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from hmcam.attacks import PGD
 from hmcam.training.distributed import DistributedContext, all_reduce_sum
 
 
-def fetch(dataset: Dataset, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+class LabelledDataset(Protocol):
+    """What training and evaluation read: a sized dataset of ``(image, label)`` tensor pairs.
+
+    :class:`~hmcam.data.ImageDataset`, :class:`~hmcam.data.ImageFolder` and a two-tensor
+    :class:`~torch.utils.data.TensorDataset` all qualify.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> tuple[Tensor, ...]: ...
+
+
+def fetch(dataset: LabelledDataset, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
     """Images and labels of ``dataset`` at ``indices``: one gather for in-memory tensors, else item by item."""
     images = getattr(dataset, "images", None)
-    if isinstance(images, Tensor):
+    labels = getattr(dataset, "labels", None)
+    if isinstance(images, Tensor) and isinstance(labels, Tensor):
         index = torch.as_tensor(indices, dtype=torch.int64)
-        return images[index], dataset.labels[index]
-    return default_collate([dataset[int(i)] for i in indices])
+        return images[index], labels[index]
+    images, labels = default_collate([dataset[int(i)] for i in indices])
+    return images, labels
 
 
 def _count_correct(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     with torch.no_grad():
-        return (model(images).argmax(dim=1) == labels).sum()
+        logits: Tensor = model(images)
+        return (logits.argmax(dim=1) == labels).sum()
 
 
 def accuracies(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: LabelledDataset,
     *,
     robust_examples: int,
     eps: float | None,
@@ -57,12 +73,16 @@ def accuracies(
     total = len(dataset)
     robust_total = min(robust_examples, total)
     counts = torch.zeros(2, dtype=torch.int64, device=device)
-    attack = None if robust_total == 0 else PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
+    attack = None
+    if robust_total > 0:
+        if eps is None:
+            raise ValueError("robust evaluation needs eps, the radius of the L-inf ball; or set robust_examples=0")
+        attack = PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
     mine = range(context.rank, total, context.world_size)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for start in range(0, len(mine), batch_size):
-                indices = mine[start:start + batch_size]
+                indices = mine[start : start + batch_size]
                 images, labels = fetch(dataset, list(indices))
                 images, labels = images.to(device), labels.to(device)
                 counts[0] += _count_correct(model, images, labels)

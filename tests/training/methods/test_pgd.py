@@ -26,7 +26,9 @@ def test_defaults_follow_the_dataset() -> None:
 
 
 def test_a_dataset_without_defaults_needs_every_parameter() -> None:
-    with pytest.raises(ValueError, match=r"dataset 'imagenet' has no default threat model; give PGD training \['alpha', 'steps'\]"):
+    with pytest.raises(
+        ValueError, match=r"dataset 'imagenet' has no default threat model; give PGD training \['alpha', 'steps'\]"
+    ):
         PGDTraining(dataset="imagenet", eps=4 / 255)
     method = PGDTraining(dataset="imagenet", eps=4 / 255, alpha=1 / 255, steps=3)
     assert (method.eps, method.alpha, method.steps) == (4 / 255, 1 / 255, 3)

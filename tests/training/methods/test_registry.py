@@ -19,7 +19,9 @@ def test_unknown_method_lists_the_known_ones() -> None:
 
 
 def test_unknown_argument_names_the_method_and_what_it_accepts() -> None:
-    with pytest.raises(TypeError, match=r"'pgd' takes no argument\(s\) \['epsilon'\]; it accepts \['eps', 'alpha', 'steps'\]"):
+    with pytest.raises(
+        TypeError, match=r"'pgd' takes no argument\(s\) \['epsilon'\]; it accepts \['eps', 'alpha', 'steps'\]"
+    ):
         build_method("pgd", dataset="mnist", epsilon=0.3)
     with pytest.raises(TypeError, match=r"'natural' takes no argument\(s\) \['eps'\]"):
         build_method("natural", eps=0.3)

@@ -87,7 +87,8 @@ class TrainingMethod(ABC):
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
         """The loss of one optimizer step on ``images`` (pixels in [0, 1]) and ``labels``."""
 
-    def before_step(self, model: nn.Module, context: StepContext) -> None:
+    # An optional hook, deliberately not abstract: most methods have nothing to do here.
+    def before_step(self, model: nn.Module, context: StepContext) -> None:  # noqa: B027
         """Called after ``loss.backward()`` and before ``optimizer.step()``; by default does nothing."""
 
     def hyperparameters(self) -> dict[str, Any]:

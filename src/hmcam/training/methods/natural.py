@@ -17,5 +17,6 @@ class NaturalTraining(TrainingMethod):
     adversarial = False
 
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
+        """Cross-entropy of ``model`` on the clean ``images``."""
         logits = model(images)
         return MethodOutput(F.cross_entropy(logits, labels), logits, {})

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmcam.attacks import PGD
-from hmcam.attacks.base import check_positive_float, check_positive_int
+from hmcam.attacks.checks import check_positive_float, check_positive_int
 from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
@@ -36,20 +36,26 @@ class PGDTraining(TrainingMethod):
         steps: int | None = None,
     ) -> None:
         super().__init__(dataset=dataset)
-        threat = default_threat(dataset)
-        if threat is None and None in (eps, alpha, steps):
-            missing = [n for n, v in (("eps", eps), ("alpha", alpha), ("steps", steps)) if v is None]
-            raise ValueError(
-                f"dataset {dataset!r} has no default threat model; give PGD training {missing} explicitly"
-            )
-        self.eps = check_positive_float("eps", threat.eps if eps is None else eps)
-        self.alpha = check_positive_float("alpha", threat.alpha if alpha is None else alpha)
-        self.steps = check_positive_int("steps", threat.steps if steps is None else steps)
+        if eps is None or alpha is None or steps is None:
+            threat = default_threat(dataset)
+            if threat is None:
+                missing = [n for n, v in (("eps", eps), ("alpha", alpha), ("steps", steps)) if v is None]
+                raise ValueError(
+                    f"dataset {dataset!r} has no default threat model; give PGD training {missing} explicitly"
+                )
+            eps = threat.eps if eps is None else eps
+            alpha = threat.alpha if alpha is None else alpha
+            steps = threat.steps if steps is None else steps
+        self.eps: float = check_positive_float("eps", eps)
+        self.alpha = check_positive_float("alpha", alpha)
+        self.steps = check_positive_int("steps", steps)
 
     def hyperparameters(self) -> dict[str, float | int]:
+        """The base settings plus ``eps``, ``alpha`` and ``steps``."""
         return {**super().hyperparameters(), "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
 
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
+        """Cross-entropy of ``model`` (in its training mode) on PGD examples of ``images``."""
         # seed=None: random starts come from the global RNG, which the trainer seeds and checkpoints.
         attack = PGD(unwrap_model(model), eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=True)
         adversarial = attack(images, labels)
