@@ -70,4 +70,10 @@ def load_tensors(
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
     if METADATA_KEY not in header:
         raise ValueError(f"{path} has no hmcam metadata in its header; it was not written by hmcam")
-    return tensors, json.loads(header[METADATA_KEY])
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except (ValueError, RecursionError) as error:  # RecursionError: a maliciously deep nesting
+        raise ValueError(f"{path} has unreadable metadata in its header: {type(error).__name__}: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path} metadata must be a JSON object, got {type(metadata).__name__}")
+    return tensors, metadata

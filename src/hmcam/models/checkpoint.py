@@ -177,7 +177,9 @@ def save_checkpoint(
     return metadata
 
 
-def _read_build(metadata: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
+def _read_build(metadata: Any, path: Path) -> tuple[str, dict[str, Any]]:
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} metadata must be a JSON object, got {type(metadata).__name__}")
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not an hmcam checkpoint (format {metadata.get('format')!r})")
     version = metadata.get("format_version")

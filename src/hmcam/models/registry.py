@@ -165,11 +165,13 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _positive_int(value: Any, what: str, minimum: int) -> int:
+def _positive_int(value: Any, what: str, minimum: int, maximum: int = 100_000) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{what} must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{what} must be at most {maximum}, got {value}")
     return value
 
 
@@ -185,6 +187,42 @@ def channel_statistics(values: Sequence[float], what: str, channels: int) -> tup
     return tuple(float(v) for v in values)
 
 
+#: Limits on the hidden widths of ``mlp``: a checkpoint header is untrusted input, and an unchecked
+#: ``hidden=[1] * 300000`` ran for minutes and used a gigabyte before failing.
+MAX_HIDDEN_LAYERS = 32
+MAX_HIDDEN_WIDTH = 65536
+
+
+def _dropout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _hidden(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"hidden must be a list of layer widths, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_HIDDEN_LAYERS:
+        raise ValueError(f"hidden must list 1 to {MAX_HIDDEN_LAYERS} layer widths, got {len(value)}")
+    widths: Sequence[object] = value
+    if not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_HIDDEN_WIDTH for w in widths):
+        raise ValueError(f"hidden widths must be integers in [1, {MAX_HIDDEN_WIDTH}], got {list(value)[:8]}")
+    return tuple(value)
+
+
+#: The schema of every architecture option: a checker that returns the value or raises naming it.
+OPTION_SCHEMAS: dict[str, Callable[[Any], Any]] = {"dropout": _dropout, "hidden": _hidden}
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` of architecture ``name`` checked against its schema (names, types and limits)."""
+    spec = get_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise TypeError(f"{name} has no option(s) {unknown}; its options are {list(spec.options)}")
+    return {key: OPTION_SCHEMAS[key](value) for key, value in options.items()}
+
+
 def build_model(
     name: str,
     num_classes: int | None = None,
@@ -196,20 +234,19 @@ def build_model(
     """Build architecture ``name`` so that it maps pixels in [0, 1] to ``num_classes`` logits.
 
     ``num_classes`` defaults to the family's (10, or 1000 for ImageNet) and ``in_channels`` to the
-    spec's input shape. With ``mean`` and ``std`` (one value per input channel) the network is
-    wrapped in :class:`Normalize`; with neither it is returned as is. ``options`` are the
-    architecture's own keywords (see ``MODELS[name].options``), e.g. ``dropout`` for ``smallcnn``.
+    spec's input shape (both at most 100,000, since checkpoint headers are untrusted). With
+    ``mean`` and ``std`` (one value per input channel) the network is wrapped in
+    :class:`Normalize`; with neither it is returned as is. ``options`` are the architecture's own
+    keywords (see ``MODELS[name].options``), checked against :data:`OPTION_SCHEMAS` with limits.
     Weights are freshly initialized.
     """
     spec = get_spec(name)
     classes = _positive_int(spec.default_classes if num_classes is None else num_classes, "num_classes", 2)
     channels = _positive_int(spec.input_shape[0] if in_channels is None else in_channels, "in_channels", 1)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise TypeError(f"{name} has no option(s) {unknown}; its options are {list(spec.options)}")
+    checked = check_options(name, options)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std for input normalization, or neither")
-    net = spec.builder(num_classes=classes, in_channels=channels, **options)
+    net = spec.builder(num_classes=classes, in_channels=channels, **checked)
     if mean is None or std is None:
         return net
     return Normalize(net, channel_statistics(mean, "mean", channels), channel_statistics(std, "std", channels))

@@ -1,0 +1,25 @@
+"""``hmcam demo``: the embedded demo on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import argparse
+
+from hmcam.cli.common import check_output_folder, positive_int
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``demo`` subcommand."""
+    parser = commands.add_parser("demo", help="the embedded demo on Fashion-MNIST")
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--examples", type=positive_int, default=1000, help="test images attacked (default 1000)")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="training epochs of the demo model (default 2)")
+    parser.add_argument("--data-root")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Train the demo model (or reuse it), run the demo attacks and write the report; returns its summary."""
+    from hmcam.experiments.demo import main_summary, run_demo
+
+    out = check_output_folder(args.out)
+    return main_summary(run_demo(out, examples=args.examples, epochs=args.epochs, data_root=args.data_root))
