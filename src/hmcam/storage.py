@@ -1,7 +1,8 @@
 """Crash-safe tensor files: safetensors with embedded JSON metadata and a readable JSON sidecar.
 
 Nothing here unpickles. A file is written to a temporary name in the same folder, flushed to disk
-and renamed over the target, so a kill at any moment leaves either the old file or the new one.
+and renamed over the target (and the folder flushed, so the rename survives a power cut), so a kill
+at any moment leaves either the old file or the new one.
 The metadata is stored twice: inside the safetensors header (the authoritative copy, so weights and
 metadata can never disagree) and as ``<name>.json`` beside it for people and other tools.
 """
@@ -21,13 +22,47 @@ from safetensors.torch import save as safetensors_bytes
 METADATA_KEY = "hmcam"
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux allows (``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere the only way to read the mask is to set it and put it back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; some platforms and file systems cannot open or sync a folder.
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename, fsync of the folder).
+
+    The file gets the permissions an ordinary ``open(path, "w")`` would give it (``0o666`` less the
+    umask), not the owner-only mode of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -35,6 +70,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
@@ -48,11 +84,16 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-    """Save ``tensors`` and JSON-serializable ``metadata`` to ``path`` (safetensors) and its sidecar."""
+    """Save ``tensors`` and JSON-serializable ``metadata`` to ``path`` (safetensors) and its sidecar.
+
+    The sidecar is written first and the tensor file last, so replacing the tensor file is the
+    commit point of the pair: a caller that writes several files can end with this one.
+    """
     text = json.dumps(metadata, sort_keys=True)
     contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    atomic_write(path, safetensors_bytes(contiguous, metadata={METADATA_KEY: text}))
+    blob = safetensors_bytes(contiguous, metadata={METADATA_KEY: text})
     atomic_write_json(sidecar_path(path), metadata)
+    atomic_write(path, blob)
 
 
 def load_tensors(

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from hmcam.training import TrainConfig
+from hmcam.training.config import RESUMABLE_CHANGES
 
 
 def test_defaults_are_the_papers_optimizer_settings() -> None:
@@ -20,6 +21,27 @@ def test_json_round_trip() -> None:
     assert config.milestones == (30, 36)
     text = json.dumps(config.to_dict())
     assert TrainConfig.from_dict(json.loads(text)) == config
+
+
+def test_training_engine_fields_round_trip_with_their_defaults() -> None:
+    defaults = TrainConfig()
+    assert (defaults.warmup_epochs, defaults.augment, defaults.augment_padding) == (0.0, "none", 4)
+    assert (defaults.sync_batchnorm, defaults.workers) == (True, 4)
+    assert (defaults.collapse_epochs, defaults.collapse_margin, defaults.stop_on_collapse) == (3, 0.02, False)
+    config = TrainConfig(
+        warmup_epochs=0.5,
+        augment="crop-flip",
+        augment_padding=2,
+        sync_batchnorm=False,
+        workers=0,
+        collapse_epochs=0,
+        collapse_margin=0.1,
+        stop_on_collapse=True,
+    )
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # Only what changes neither data nor arithmetic may change on resume.
+    assert {"workers", "collapse_epochs", "collapse_margin", "stop_on_collapse"} <= RESUMABLE_CHANGES
+    assert not {"warmup_epochs", "augment", "augment_padding", "sync_batchnorm"} & RESUMABLE_CHANGES
 
 
 @pytest.mark.parametrize(
@@ -37,6 +59,15 @@ def test_json_round_trip() -> None:
         ({"deterministic": 1}, TypeError, "deterministic must be true or false"),
         ({"method_kwargs": []}, TypeError, "method_kwargs must be a dict"),
         ({"dataset": ""}, TypeError, "dataset must be a non-empty string"),
+        ({"warmup_epochs": 11.0}, ValueError, r"warmup_epochs must lie in \[0.0, 10\]"),
+        ({"warmup_epochs": -1}, ValueError, "warmup_epochs must lie in"),
+        ({"augment": "cutout"}, ValueError, r"unknown augmentation 'cutout'; choose one of \('none', 'crop-flip'\)"),
+        ({"augment_padding": -1}, ValueError, "augment_padding must be >= 0"),
+        ({"sync_batchnorm": "yes"}, TypeError, "sync_batchnorm must be true or false"),
+        ({"workers": -1}, ValueError, "workers must be >= 0"),
+        ({"collapse_epochs": 1.5}, TypeError, "collapse_epochs must be an integer"),
+        ({"collapse_margin": 2.0}, ValueError, r"collapse_margin must lie in \[0.0, 1.0\]"),
+        ({"stop_on_collapse": None}, TypeError, "stop_on_collapse must be true or false"),
     ],
 )
 def test_invalid_fields_raise(changes: dict, error: type, message: str) -> None:

@@ -38,9 +38,12 @@ KILL_AT = re.compile(rf"epoch 2/3:.*?\|\s*([1-{STEPS_PER_EPOCH - 1}])/{STEPS_PER
 TIMEOUT = 120
 
 
+RUNNER = Path(__file__).with_name("run_training.py")
+
+
 def _entry_point(out: Path, *extra: str, progress: bool) -> list[str]:
     config = dict(CONFIG, out=str(out), progress=progress)
-    return [sys.executable, "-m", "hmcam.training", "--config", json.dumps(config), *extra]
+    return [sys.executable, str(RUNNER), json.dumps(config), *extra]
 
 
 def _kill_mid_epoch_two(out: Path) -> str:

@@ -47,6 +47,20 @@ def test_cyclic_is_a_triangle_peaking_at_the_given_fraction() -> None:
     assert schedule(10.0) == 0.0
 
 
+def test_warm_up_rises_linearly_to_any_schedule_and_then_leaves_it_alone() -> None:
+    warm = Schedule("multistep", 0.1, 10, (5.0,), warmup=2.0)
+    assert warm(0.0) == 0.0
+    assert warm(0.5) == pytest.approx(0.025, rel=1e-12)
+    assert warm(1.5) == pytest.approx(0.075, rel=1e-12)
+    unwarmed = Schedule("multistep", 0.1, 10, (5.0,))
+    assert [warm(p) for p in (2.0, 4.9, 5.0, 9.0)] == [unwarmed(p) for p in (2.0, 4.9, 5.0, 9.0)]
+    cosine, plain = Schedule("cosine", 0.4, 12, warmup=0.5), Schedule("cosine", 0.4, 12)
+    assert cosine(0.25) == pytest.approx(plain(0.25) / 2, rel=1e-12)
+    assert cosine(6.0) == plain(6.0)
+    with pytest.raises(ValueError, match="warm-up must last between 0 and 10 epochs"):
+        Schedule("cosine", 0.1, 10, warmup=11.0)
+
+
 @pytest.mark.parametrize("milestones", [(0,), (-1,), (1.5,), (3, 2), (True,), (math.nan,), ("3",)])
 def test_ambiguous_or_invalid_milestones_raise(milestones: tuple) -> None:
     with pytest.raises(ValueError, match="milestone"):

@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hmcam.data import DatasetNotFoundError
     from hmcam.models import CheckpointError
+    from hmcam.training import TrainingCollapsed
 
     return (
+        TrainingCollapsed,
         ValueError,
         TypeError,
         OSError,

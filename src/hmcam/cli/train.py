@@ -45,6 +45,14 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda or cuda:N",
     "channels_last": "NHWC memory format (faster convolutions on CPUs)",
     "progress": "show progress bars",
+    "warmup_epochs": "linear learning-rate warm-up, in epochs (fractions allowed)",
+    "augment": "data augmentation",
+    "augment_padding": "padding of the random crop",
+    "sync_batchnorm": "SyncBatchNorm under torchrun",
+    "workers": "worker processes decoding folder datasets (ImageNet)",
+    "collapse_epochs": "epochs at chance training accuracy before a collapse is reported (0: off)",
+    "collapse_margin": "how far above chance still counts as chance",
+    "stop_on_collapse": "stop the run on a collapse instead of warning",
 }
 #: Shorter flag names people expect.
 ALIASES = {"sync_batchnorm": "sync-bn"}
@@ -67,6 +75,10 @@ def _choices(name: str) -> list[str] | None:
         from hmcam.training.schedules import SCHEDULES
 
         return list(SCHEDULES)
+    if name == "augment":
+        from hmcam.training.augment import AUGMENTATIONS
+
+        return list(AUGMENTATIONS)
     return None
 
 

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hmcam.training.augment import AUGMENTATIONS
 from hmcam.training.schedules import SCHEDULES, resolve_milestones
 
 
@@ -72,7 +73,23 @@ class TrainConfig:
     - ``batch_size`` is the global batch; with several processes each takes ``batch_size // world_size``.
       An incomplete last batch is dropped so that every step sees a full batch.
     - ``schedule``: ``"multistep"`` (``milestones``, ``gamma``), ``"cosine"`` or ``"cyclic"`` (peak at
-      fraction ``cyclic_peak`` of training); see :mod:`hmcam.training.schedules`.
+      fraction ``cyclic_peak`` of training); see :mod:`hmcam.training.schedules`. ``warmup_epochs``
+      (default 0: none) scales the rate linearly from about 0 up to the schedule's over that many
+      epochs (fractions allowed), against adversarial training stuck at chance from a too large
+      initial rate.
+    - ``augment``: ``"none"`` or ``"crop-flip"`` (random crop after zero-padding by
+      ``augment_padding`` pixels, and a horizontal flip with probability 1/2: the CIFAR standard),
+      drawn from ``(seed, epoch, batch)`` so it is the same for any number of processes and after
+      a resume; see :mod:`hmcam.training.augment`.
+    - ``sync_batchnorm`` (default on): under ``torchrun``, batch-norm layers compute their
+      statistics over the global batch, so K processes train as one process would; off, each
+      process normalizes with its own share of the batch.
+    - ``workers``: worker processes that decode and prefetch batches of folder datasets
+      (ImageNet); in-memory datasets (MNIST, CIFAR) are indexed directly and ignore it.
+    - ``collapse_epochs``: training accuracy at most ``1 / classes + collapse_margin`` for that many
+      consecutive epochs is reported as a collapse, with a warning and a ``collapse`` note in the
+      epoch's metrics, or, with ``stop_on_collapse``, ends the run with :class:`~hmcam.training.TrainingCollapsed`
+      after the epoch is saved; 0 turns the check off.
     - ``seed`` fixes the initialization, the data order (a function of ``seed`` and the epoch) and
       every random draw; ``deterministic`` also asks torch for deterministic kernels.
     - ``train_limit``/``test_limit`` read only the first examples of each split; robust accuracy is
@@ -112,6 +129,14 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True
     progress: bool = True
+    warmup_epochs: float = 0.0
+    augment: str = "none"
+    augment_padding: int = 4
+    sync_batchnorm: bool = True
+    workers: int = 4
+    collapse_epochs: int = 3
+    collapse_margin: float = 0.02
+    stop_on_collapse: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "method", "out", "device"):
@@ -134,8 +159,15 @@ class TrainConfig:
         _float("gamma", self.gamma, 0.0, 1.0, open_low=True)
         _float("cyclic_peak", self.cyclic_peak, 0.0, 1.0, open_low=True, open_high=True)
         _int("seed", self.seed, 0)
-        for name in ("deterministic", "download", "channels_last", "progress"):
+        for name in ("deterministic", "download", "channels_last", "progress", "sync_batchnorm", "stop_on_collapse"):
             _bool(name, getattr(self, name))
+        _float("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augment!r}; choose one of {AUGMENTATIONS}")
+        _int("augment_padding", self.augment_padding, 0)
+        _int("workers", self.workers, 0)
+        _int("collapse_epochs", self.collapse_epochs, 0)
+        _float("collapse_margin", self.collapse_margin, 0.0, 1.0)
         _int("train_limit", self.train_limit, 1, optional=True)
         _int("test_limit", self.test_limit, 1, optional=True)
         _int("eval_subset", self.eval_subset, 0)
@@ -164,5 +196,17 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Fields that may differ when a run is resumed: they change neither the data nor the arithmetic.
-RESUMABLE_CHANGES = frozenset({"progress", "data_root", "download", "out"})
+#: Fields that may differ when a run is resumed: they change neither the data nor the arithmetic
+#: (``workers`` only how folder images are decoded, the collapse fields only what is reported).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "progress",
+        "data_root",
+        "download",
+        "out",
+        "workers",
+        "collapse_epochs",
+        "collapse_margin",
+        "stop_on_collapse",
+    }
+)

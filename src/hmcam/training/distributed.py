@@ -5,17 +5,32 @@ LOCAL_RANK (and the rendezvous address) in the environment. :func:`setup_distrib
 picks the device (``cuda:LOCAL_RANK`` on GPUs, else the CPU) and initializes the process group
 (NCCL on CUDA, gloo on the CPU). Without those variables, or with one process, training runs in the
 current process and every collective below is the identity.
+
+Small CPU-side exchanges (each process's RNG state, method state) go over a gloo group even when
+training uses NCCL (:attr:`DistributedContext.cpu_group`), and are gathered onto rank 0 only, the
+process that writes files: nothing of another process's state is ever copied onto a GPU.
+
+Batch normalization computes its statistics over each process's share of the batch unless the
+layers are converted with :func:`convert_batchnorm` (torch's ``SyncBatchNorm`` on CUDA,
+:class:`CrossProcessBatchNorm` elsewhere, since torch's needs a GPU); then K processes compute the
+statistics, the running averages and the gradients of the whole global batch, as one process would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed import ProcessGroup
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
+from typing_extensions import override
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -25,7 +40,9 @@ class DistributedContext:
     """The place of this process in the run: rank, world size, local rank, device and backend.
 
     ``backend`` is None when training runs in a single process; ``owns_group`` is True when
-    :func:`setup_distributed` created the process group and so must destroy it.
+    :func:`setup_distributed` created the process group and so must destroy it. ``cpu_group`` is a
+    gloo group over the same processes for collectives on CPU tensors when the main backend is not
+    gloo (None: the default group serves).
     """
 
     rank: int
@@ -34,6 +51,7 @@ class DistributedContext:
     device: torch.device
     backend: str | None
     owns_group: bool = False
+    cpu_group: ProcessGroup | None = None
 
     @property
     def is_main(self) -> bool:
@@ -111,7 +129,10 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     elif dist.get_world_size() != world_size or dist.get_rank() != rank:
         raise ValueError("the existing process group disagrees with RANK/WORLD_SIZE in the environment")
-    return DistributedContext(rank, world_size, local_rank, chosen, dist.get_backend(), owns)
+    used = dist.get_backend()
+    # Every process creates the group in the same order here, as new_group requires.
+    cpu_group = None if used == "gloo" else dist.new_group(backend="gloo")
+    return DistributedContext(rank, world_size, local_rank, chosen, used, owns, cpu_group)
 
 
 def teardown_distributed(context: DistributedContext) -> None:
@@ -133,6 +154,139 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+@contextlib.contextmanager
+def no_sync(model: nn.Module) -> Iterator[None]:
+    """Accumulate gradients locally inside the block: DDP's ``no_sync`` for a wrapper, nothing otherwise.
+
+    A method that adds up several backward passes before one optimizer step (YOPO) runs all but
+    the last inside this block, so gradients are averaged across processes once.
+    """
+    if isinstance(model, DistributedDataParallel):
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward pass sums the incoming gradients over processes as well."""
+
+    @staticmethod
+    @override
+    def forward(ctx: Any, tensor: Tensor, group: ProcessGroup | None) -> Tensor:
+        ctx.group = group
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return total
+
+    @staticmethod
+    @override
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, None]:
+        total = grads[0].clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=ctx.group)
+        return total, None
+
+
+def _all_reduce_sum_with_grad(tensor: Tensor, group: ProcessGroup | None) -> Tensor:
+    total: Tensor = _AllReduceSum.apply(tensor, group)  # type: ignore[no-untyped-call]  # torch leaves apply untyped
+    return total
+
+
+class CrossProcessBatchNorm(_BatchNorm):
+    """Batch normalization whose training statistics cover the batches of every process (any device).
+
+    In training mode with several processes, the per-channel mean and (biased) variance are those of
+    the global batch, computed in two all-reduces (sums, then squared deviations from the global
+    mean, so the variance does not suffer the cancellation of a sum-of-squares formula); the
+    running averages are updated with the unbiased variance of the global batch; gradients flow
+    through the all-reduces, so every process gets the gradient of the global batch's loss. In eval
+    mode, or with a single process, it is plain batch normalization. It exists because torch's
+    ``SyncBatchNorm`` runs only on GPUs; :func:`convert_batchnorm` uses torch's on CUDA.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.process_group = process_group
+
+    @override
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    @override
+    def forward(self, input: Tensor) -> Tensor:
+        """``input`` ``[B, C, ...]`` normalized with the global batch's statistics (training) or the running ones."""
+        self._check_input_dim(input)
+        synced = self.training and dist.is_available() and dist.is_initialized()
+        if not synced or dist.get_world_size(self.process_group) == 1:
+            output: Tensor = super().forward(input)
+            return output
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative moving average, as in torch's batch norm
+                factor = 1.0 / float(self.num_batches_tracked.item())
+        dims = [0, *range(2, input.dim())]
+        shape = [1, input.shape[1]] + [1] * (input.dim() - 2)
+        count = input.new_tensor([input.numel() // input.shape[1]])
+        sums = _all_reduce_sum_with_grad(torch.cat([input.sum(dims), count]), self.process_group)
+        total = sums[-1].detach()
+        mean = sums[:-1] / total
+        centered = input - mean.view(shape)
+        variance = _all_reduce_sum_with_grad(centered.square().sum(dims), self.process_group) / total
+        output = centered * torch.rsqrt(variance + self.eps).view(shape)
+        if self.weight is not None and self.bias is not None:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                unbiased = variance * total / (total - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return output
+
+
+def convert_batchnorm(module: nn.Module, context: DistributedContext) -> nn.Module:
+    """``module`` with every batch-norm layer synchronized across the processes of ``context``.
+
+    On CUDA the layers become torch's ``SyncBatchNorm``; on other devices
+    :class:`CrossProcessBatchNorm`. Parameters are shared with the original layers and buffers
+    copied, so the state dict keys and values are unchanged. With a single process ``module`` is
+    returned as it is.
+    """
+    if not context.enabled:
+        return module
+    if context.device.type == "cuda":
+        converted: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(module)  # type: ignore[no-untyped-call]
+        return converted
+    return _convert(module)
+
+
+def _convert(module: nn.Module) -> nn.Module:
+    result = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, (CrossProcessBatchNorm, nn.SyncBatchNorm)):
+        result = CrossProcessBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        if module.affine:
+            result.weight = module.weight
+            result.bias = module.bias
+        result.running_mean = module.running_mean
+        result.running_var = module.running_var
+        result.num_batches_tracked = module.num_batches_tracked
+        result.train(module.training)
+    for name, child in module.named_children():
+        result.add_module(name, _convert(child))
+    return result
+
+
 def all_reduce_sum(values: Tensor, context: DistributedContext) -> Tensor:
     """``values`` summed over all processes (in place on a copy); the identity for one process."""
     values = values.detach().clone()
@@ -141,23 +295,56 @@ def all_reduce_sum(values: Tensor, context: DistributedContext) -> Tensor:
     return values
 
 
+def _padded_bytes(payload: bytes, context: DistributedContext) -> tuple[Tensor, list[int]]:
+    """``payload`` as a uint8 CPU tensor padded to the longest payload of all processes, and every length."""
+    data = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.zeros(0, dtype=torch.uint8)
+    size = torch.tensor([data.numel()], dtype=torch.int64)
+    sizes = [torch.zeros_like(size) for _ in range(context.world_size)]
+    dist.all_gather(sizes, size, group=context.cpu_group)
+    lengths = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(lengths), dtype=torch.uint8)
+    padded[: data.numel()] = data
+    return padded, lengths
+
+
 def all_gather_bytes(payload: bytes, context: DistributedContext) -> list[bytes]:
-    """Every process's ``payload``, in rank order, on every process (uint8 tensors, no pickling)."""
+    """Every process's ``payload``, in rank order, on every process (uint8 CPU tensors over gloo, no pickling)."""
     if not context.enabled:
         return [payload]
-    data = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(context.device)
-    size = torch.tensor([data.numel()], dtype=torch.int64, device=context.device)
-    sizes = [torch.zeros_like(size) for _ in range(context.world_size)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros(longest, dtype=torch.uint8, device=context.device)
-    padded[: data.numel()] = data
+    padded, lengths = _padded_bytes(payload, context)
     chunks = [torch.zeros_like(padded) for _ in range(context.world_size)]
-    dist.all_gather(chunks, padded)
-    return [chunk[: int(s.item())].cpu().numpy().tobytes() for chunk, s in zip(chunks, sizes, strict=True)]
+    dist.all_gather(chunks, padded, group=context.cpu_group)
+    return [chunk[:length].numpy().tobytes() for chunk, length in zip(chunks, lengths, strict=True)]
+
+
+def gather_bytes(payload: bytes, context: DistributedContext) -> list[bytes]:
+    """Every process's ``payload`` in rank order on rank 0, which writes files; ``[]`` on the others.
+
+    The bytes travel as uint8 CPU tensors over gloo, so no process holds another's state in GPU
+    memory, and only rank 0 holds them at all.
+    """
+    if not context.enabled:
+        return [payload]
+    padded, lengths = _padded_bytes(payload, context)
+    group = context.cpu_group
+    # gather() takes the destination's rank in the default group, which is also its rank here.
+    chunks = [torch.zeros_like(padded) for _ in range(context.world_size)] if context.is_main else None
+    dist.gather(padded, chunks, dst=0, group=group)
+    if chunks is None:
+        return []
+    return [chunk[:length].numpy().tobytes() for chunk, length in zip(chunks, lengths, strict=True)]
 
 
 def barrier(context: DistributedContext) -> None:
     """Wait for every process; the identity for one process."""
     if context.enabled:
-        dist.barrier()
+        dist.barrier(group=context.cpu_group)
+
+
+def any_process(flag: bool, context: DistributedContext) -> bool:
+    """Whether ``flag`` is true on any process (an all-reduce over the CPU group); ``flag`` for one process."""
+    if not context.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.SUM, group=context.cpu_group)
+    return bool(value.item())

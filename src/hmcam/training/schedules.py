@@ -11,6 +11,11 @@ boundaries and keeps ``cosine`` and ``cyclic`` from wasting a step at a zero rat
 - ``cosine``: ``lr * (1 + cos(pi * p / epochs)) / 2``.
 - ``cyclic``: the one-cycle triangle of Free/fast adversarial training, rising linearly from 0 to
   ``lr`` at ``peak * epochs`` and back to 0 at ``epochs``.
+
+Any of them can start with a linear warm-up over the first ``warmup`` epochs: the rate is multiplied
+by ``p / warmup`` until ``p`` reaches ``warmup``, so it climbs from almost 0 to the schedule's own
+value. Adversarial training at a large rate can otherwise sit at chance accuracy for many epochs
+(``docs/training.md``); the warm-up stays a function of ``p`` alone, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class Schedule:
     """A learning-rate schedule: call it with the progress in epochs to get the rate.
 
     ``milestones`` are already in epochs (see :func:`resolve_milestones`); ``gamma`` is the
-    multistep decay factor and ``peak`` the fraction of training where the cyclic schedule peaks.
+    multistep decay factor, ``peak`` the fraction of training where the cyclic schedule peaks and
+    ``warmup`` the epochs of linear warm-up (0: none).
     """
 
     kind: str
@@ -58,6 +64,7 @@ class Schedule:
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     peak: float = 0.4
+    warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -70,11 +77,19 @@ class Schedule:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 < self.peak < 1:
             raise ValueError(f"the cyclic peak must be a fraction of training in (0, 1), got {self.peak}")
+        if not 0 <= self.warmup <= self.epochs:
+            raise ValueError(f"the warm-up must last between 0 and {self.epochs} epochs, got {self.warmup}")
 
     def __call__(self, progress: float) -> float:
         """The learning rate after ``progress`` epochs of training (fractional, in ``[0, epochs]``)."""
         if not 0 <= progress <= self.epochs:
             raise ValueError(f"progress must lie in [0, {self.epochs}] epochs, got {progress}")
+        rate = self._rate(progress)
+        if progress < self.warmup:
+            rate *= progress / self.warmup
+        return rate
+
+    def _rate(self, progress: float) -> float:
         if self.kind == "multistep":
             return self.lr * self.gamma ** sum(progress >= m for m in self.milestones)
         if self.kind == "cosine":

@@ -5,16 +5,20 @@ a fixed seed, so numbers from different epochs and runs are comparable. With sev
 each evaluates every ``world_size``-th example and the counts are summed. Evaluation runs inside
 ``torch.random.fork_rng``: it never moves the training's random streams, so adding or changing it
 cannot change the trained weights.
+
+:func:`iterate_batches` is how training and evaluation read data: in-memory datasets (MNIST,
+CIFAR) by one gather per batch, folder datasets (ImageNet, whose images are decoded one by one, some
+26 ms each) through a DataLoader whose worker processes decode and prefetch the next batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hmcam.attacks import PGD
 from hmcam.training.distributed import DistributedContext, all_reduce_sum
@@ -43,6 +47,41 @@ def fetch(dataset: LabelledDataset, indices: Sequence[int] | Tensor) -> tuple[Te
     return images, labels
 
 
+def in_memory(dataset: LabelledDataset) -> bool:
+    """Whether ``dataset`` holds its examples as ``images`` and ``labels`` tensors (read by indexing them)."""
+    return isinstance(getattr(dataset, "images", None), Tensor) and isinstance(getattr(dataset, "labels", None), Tensor)
+
+
+def iterate_batches(
+    dataset: LabelledDataset,
+    batches: Sequence[Sequence[int]],
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+    seed: int = 0,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``(images, labels)`` of each list of indices in ``batches``, in order, on the CPU.
+
+    An in-memory dataset is indexed directly. Any other goes through a DataLoader with ``workers``
+    processes (0: decode in this process), each prefetching two batches, and pinned memory when
+    ``pin_memory``; its worker seeds come from a generator seeded with ``seed``, so reading never
+    draws from the global random stream that training checkpoints.
+    """
+    if in_memory(dataset):
+        for indices in batches:
+            yield fetch(dataset, indices)
+        return
+    loader: DataLoader[Any] = DataLoader(
+        cast(Dataset[Any], dataset),
+        batch_sampler=[list(indices) for indices in batches],
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    yield from loader
+
+
 def _count_correct(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     with torch.no_grad():
         logits: Tensor = model(images)
@@ -60,12 +99,14 @@ def accuracies(
     seed: int,
     batch_size: int,
     context: DistributedContext,
+    workers: int = 0,
 ) -> tuple[float, float | None]:
     """Clean accuracy on all of ``dataset`` and PGD accuracy on its first ``robust_examples``.
 
     PGD is L-inf with radius ``eps``, ``steps`` steps of ``alpha`` (None: 2.5 * eps / steps) from a
     random start seeded with ``seed``. Returns ``(clean, robust)``, robust None when
-    ``robust_examples`` is 0. ``model`` must not be a DistributedDataParallel wrapper.
+    ``robust_examples`` is 0. ``model`` must not be a DistributedDataParallel wrapper. A folder
+    dataset is decoded by ``workers`` DataLoader processes (:func:`iterate_batches`).
     """
     was_training = model.training
     model.eval()
@@ -79,11 +120,11 @@ def accuracies(
             raise ValueError("robust evaluation needs eps, the radius of the L-inf ball; or set robust_examples=0")
         attack = PGD(model, eps=eps, alpha=alpha, steps=steps, seed=seed)
     mine = range(context.rank, total, context.world_size)
+    batches = [list(mine[start : start + batch_size]) for start in range(0, len(mine), batch_size)]
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for start in range(0, len(mine), batch_size):
-                indices = mine[start : start + batch_size]
-                images, labels = fetch(dataset, list(indices))
+            read = iterate_batches(dataset, batches, workers=workers, pin_memory=device.type == "cuda", seed=seed)
+            for indices, (images, labels) in zip(batches, read, strict=True):
                 images, labels = images.to(device), labels.to(device)
                 counts[0] += _count_correct(model, images, labels)
                 attacked = [k for k, i in enumerate(indices) if i < robust_total]

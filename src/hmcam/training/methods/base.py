@@ -1,54 +1,111 @@
-"""The interface every training method implements: turn a minibatch into the loss to minimize.
+"""The interface every training method implements: what to do with one minibatch.
 
-The trainer owns everything a method should not care about (data order, optimizer, schedule,
-distributed reduction, evaluation, checkpoints); a method owns the inner problem of Eq. (14), the
-examples it trains on and any tensors it carries between steps. For each minibatch the trainer runs
-``replays`` optimizer steps, each one::
+The trainer owns everything a method should not care about (data order, augmentation, the
+optimizer and its learning rate, distributed reduction, evaluation, checkpoints, resume); a method
+owns the inner problem of Eq. (14): the examples it trains on, the passes it makes and any tensors
+it carries between steps. The trainer calls, in this order::
 
+    method.setup(MethodSetup(...))            # once, before any saved state is loaded
+    groups = method.parameter_groups(network)  # the optimizer's parameter groups
+    for each epoch:
+        method.on_epoch_start(epoch)
+        for each minibatch:
+            method.train_step(model, optimizer, Batch(images, labels, indices), context)
+            # the trainer then syncs the per-example store across processes
+        extra_metrics = method.on_epoch_end(epoch)
+
+:meth:`TrainingMethod.train_step` decides how many forward and backward passes and how many
+optimizer steps a minibatch gets. Its default is one step per replay (``replays`` of them)::
+
+    optimizer.zero_grad(set_to_none=True)
     output = method.loss(model, images, labels, context)   # forward (and any attack)
     output.loss.backward()
     method.before_step(model, context)                     # weights still at their pre-step value
     optimizer.step()
+    context.record(output, labels); context.add_passes(output.passes)
 
-Designed for the methods the paper compares (section 5.1, Tables 4-7):
+so a method that only changes the loss implements :meth:`TrainingMethod.loss` and nothing else.
 
-- Free-m replays each minibatch ``replays = m`` times and carries its perturbation from one replay
-  and one minibatch to the next; it reads the input gradient of the same backward pass in
-  :meth:`TrainingMethod.before_step` and keeps the perturbation in :meth:`TrainingMethod.state_dict`.
-- CAT (Algorithm 3) replays a minibatch ``T`` times, carrying its chains theta^K and momenta v
-  (``context.replay`` says when to start them, ``context.indices`` which examples they belong to)
-  and needs the previous weights omega~: the update ``omega~ <- omega; omega <- omega - kappa g``
-  means omega~ is a copy of the weights taken in :meth:`TrainingMethod.before_step`.
-- YOPO works on the first layer: ``unwrap_model(model)`` (from :mod:`hmcam.training.distributed`)
-  is the network itself, whose first layer a method can reach or hook; forward hooks registered on it
-  also fire when the trainer calls the DistributedDataParallel wrapper.
+What the trainer guarantees a method:
 
-``model`` is what the trainer optimizes, possibly a DistributedDataParallel wrapper: the forward
-pass whose loss is returned must go through it so gradients are synchronized, while attacks must run
-on ``unwrap_model(model)`` (no gradient synchronization, no parameter gradients).
+- **Learning rate.** The trainer sets every parameter group's rate itself, just before each
+  ``optimizer.step()`` (a step pre-hook): the ``k``-th step of minibatch ``b`` in epoch ``e`` gets
+  ``schedule(e + (b * R + k + 0.5) / (B * R))`` with ``R = replays`` steps per minibatch and ``B``
+  minibatches per epoch, times the group's ``lr_scale`` (default 1). A method that takes several
+  steps per minibatch declares ``replays`` and steps; the schedule then counts its steps, and a
+  step beyond ``replays`` is an error. ``context.lr(k)`` tells the rate of step ``k``.
+- **Budget.** Every minibatch reports the full forward+backward passes it used
+  (``context.add_passes``, or ``MethodOutput.passes`` in the default loop); the trainer logs
+  ``passes`` per epoch and ``passes_total``, with ``train_seconds`` and ``seconds``, so methods
+  can be compared at equal cost. :meth:`TrainingMethod.passes_per_batch` is the planned cost and
+  :meth:`TrainingMethod.epochs_for_budget` turns a budget (passes per example, i.e. epochs of
+  natural training) into the epochs a method may run.
+- **Per-example state** (:class:`~hmcam.training.examples.ExampleState`, ``setup.examples``):
+  tensors ``[N, ...]`` indexed by dataset position, identical on every process after each
+  minibatch, saved once. Register them in :meth:`TrainingMethod.setup`; read and write the rows
+  of ``batch.indices``.
+- **Method state**: :meth:`TrainingMethod.state_dict` is per process (gathered onto rank 0 over
+  gloo and saved per rank, e.g. a random stream of the process); :meth:`TrainingMethod.shared_state_dict`
+  is the same on every process (saved once by rank 0, loaded by all).
+
+How the methods of the paper's comparison (section 5.1, Tables 4-7) map onto it:
+
+- **Free-m**: ``replays = m``; ``train_step`` runs ``m`` replays, each a forward on
+  ``clip(x + delta)``, one backward that yields both the weight gradient and ``grad_delta``, an
+  update of ``delta`` and one ``optimizer.step()`` (the schedule counts replays). ``delta`` has
+  the shape of a minibatch and carries across replays, minibatches and epochs: a per-process
+  :meth:`~TrainingMethod.state_dict` tensor. :meth:`~TrainingMethod.epochs_for_budget` divides by m.
+- **YOPO-m-n**: ``train_step`` splits the network with :func:`hmcam.models.split_first_layer`
+  (built in ``setup``); the first ``m - 1`` of its ``m`` full backward passes run under
+  :func:`hmcam.training.distributed.no_sync`, so the accumulated gradient is averaged once; the
+  ``m * n`` perturbation updates go through the first layer alone; one ``optimizer.step()``.
+  :meth:`~TrainingMethod.parameter_groups` gives the first layer ``lr_scale = 1`` and the rest
+  ``1 / m``. It reports ``m`` full passes plus whatever it counts the first-layer updates as.
+- **Fast AT (FGSM-RS)**: ``train_step`` wraps forward and backward in autocast and steps through
+  a ``torch.amp.GradScaler`` (``scaler.step(optimizer)`` calls ``optimizer.step()``, so the rate is
+  set as usual, and a skipped step simply leaves it unused); the scaler's state, identical on every
+  process, is :meth:`~TrainingMethod.shared_state_dict`. 2 passes.
+- **TRADES**: only :meth:`~TrainingMethod.loss` (clean logits once, K KL-ascent steps on the
+  unwrapped network, CE + beta KL through the wrapped one); ``MethodOutput.passes = K + 1``.
+- **CAT** (Algorithm 3): ``replays = T``; chains ``theta`` and momenta ``v`` are per-example state
+  (``setup.examples.register``), read for the minibatch, advanced ``K`` steps before each of the
+  ``T`` updates, and written back; ``omega~``, a copy of the weights taken just before each
+  ``optimizer.step()``, is :meth:`~TrainingMethod.shared_state_dict`. ``epochs_for_budget``
+  divides by ``T K`` (plus the updates).
+
+``model`` is what the trainer optimizes, possibly a DistributedDataParallel wrapper: a forward pass
+whose loss is trained on must go through it so gradients are synchronized, while attacks run on
+``unwrap_model(model)`` (no gradient synchronization, no parameter gradients). Under ``torchrun``
+batch-norm layers are synchronized across processes by default (``TrainConfig.sync_batchnorm``),
+so a forward pass in training mode is a collective: every process must make the same ones.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+import dataclasses
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+import torch
 from torch import Tensor, nn
+from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from hmcam.training.distributed import DistributedContext
+    from hmcam.training.examples import ExampleState
 
 
-@dataclass(frozen=True)
-class StepContext:
-    """Where an optimizer step sits in training, handed to every method call of that step.
+class Batch(NamedTuple):
+    """One minibatch of this process, as :meth:`TrainingMethod.train_step` receives it.
 
-    ``epoch`` is 0-based, ``step`` counts the optimizer steps taken before this one over the whole
-    run, ``replay`` is in ``[0, method.replays)`` and ``indices`` holds the dataset indices of this
-    process's minibatch (int64, on the CPU).
+    ``images`` (pixels in [0, 1]) and ``labels`` are on the training device; ``indices`` are the
+    examples' positions in the training set (int64, on the CPU).
     """
 
-    epoch: int
-    step: int
-    replay: int
+    images: Tensor
+    labels: Tensor
     indices: Tensor
 
 
@@ -56,22 +113,127 @@ class MethodOutput(NamedTuple):
     """What :meth:`TrainingMethod.loss` returns.
 
     ``loss`` is the scalar to minimize, ``logits`` the model's outputs on the examples it was
-    computed from (the trainer's training accuracy counts them) and ``stats`` extra per-minibatch
-    means the method wants logged (for example an acceptance rate), as floats or 0-d tensors.
+    computed from (the trainer's training accuracy counts them), ``stats`` extra per-minibatch
+    means the method wants logged (for example an acceptance rate), as floats or 0-d tensors, and
+    ``passes`` the full forward+backward passes spent on it (PGD-K: K + 1).
     """
 
     loss: Tensor
     logits: Tensor
     stats: dict[str, Tensor | float]
+    passes: float = 1.0
+
+
+class StepMeter:
+    """What one minibatch's :meth:`TrainingMethod.train_step` reported: losses, predictions, statistics, passes.
+
+    Sums are float64 tensors on the training device, so recording never waits for the device.
+    """
+
+    def __init__(self) -> None:
+        self.loss: Tensor | None = None
+        self.correct: Tensor | None = None
+        self.examples = 0
+        self.stats: dict[str, Tensor] = {}
+        self.passes = 0.0
+
+    def record(self, output: MethodOutput, labels: Tensor) -> None:
+        """Count ``output``'s loss (weighted by the examples), its correct predictions of ``labels`` and its stats."""
+        count = labels.numel()
+        loss = output.loss.detach().double() * count
+        correct = (output.logits.detach().argmax(dim=1) == labels).sum().double()
+        self.loss = loss if self.loss is None else self.loss + loss
+        self.correct = correct if self.correct is None else self.correct + correct
+        self.examples += count
+        for name, value in output.stats.items():
+            weighted = torch.as_tensor(value, dtype=torch.float64, device=loss.device).detach() * count
+            self.stats[name] = self.stats[name] + weighted if name in self.stats else weighted
+
+    def add_passes(self, passes: float) -> None:
+        """Count ``passes`` full forward+backward passes (fractions for partial ones, as YOPO's first-layer updates)."""
+        if passes < 0:
+            raise ValueError(f"passes must be >= 0, got {passes}")
+        self.passes += float(passes)
+
+
+def _no_indices() -> Tensor:
+    return torch.zeros(0, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a minibatch (or, inside the default loop, one optimizer step) sits in training.
+
+    ``epoch`` is 0-based; ``step`` counts the optimizer steps taken before this one over the whole
+    run; ``replay`` is in ``[0, method.replays)`` (0 for the minibatch as a whole); ``indices`` holds
+    the dataset indices of this process's minibatch (int64, on the CPU); ``batch`` is the
+    minibatch's number in the epoch and ``batches`` their count; ``examples`` is the trainer's
+    per-example store. :meth:`record` and :meth:`add_passes` report to the trainer, and :meth:`lr`
+    tells the learning rate of each optimizer step of the minibatch.
+    """
+
+    epoch: int
+    step: int
+    replay: int = 0
+    indices: Tensor = field(default_factory=_no_indices)
+    batch: int = 0
+    batches: int = 1
+    examples: ExampleState | None = field(default=None, repr=False)
+    meter: StepMeter = field(default_factory=StepMeter, repr=False, compare=False)
+    schedule: Callable[[int], float] | None = field(default=None, repr=False, compare=False)
+
+    def record(self, output: MethodOutput, labels: Tensor) -> None:
+        """Report an optimizer step's output: its loss, its predictions of ``labels`` and its stats are logged."""
+        self.meter.record(output, labels)
+
+    def add_passes(self, passes: float) -> None:
+        """Report ``passes`` full forward+backward passes spent on this minibatch."""
+        self.meter.add_passes(passes)
+
+    def lr(self, step: int = 0) -> float:
+        """The (unscaled) learning rate the trainer sets for optimizer step ``step`` of this minibatch."""
+        if self.schedule is None:
+            raise RuntimeError("this StepContext was not made by a trainer; it knows no learning rate")
+        return self.schedule(step)
+
+    def for_replay(self, replay: int) -> StepContext:
+        """The context of replay ``replay`` of this minibatch: the same, with ``replay`` and ``step`` advanced."""
+        return dataclasses.replace(self, replay=replay, step=self.step + replay)
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method learns in :meth:`TrainingMethod.setup`, before the trainer loads any saved state.
+
+    ``dataset_size`` examples of ``input_shape`` ``(C, H, W)`` in ``num_classes`` classes;
+    ``device`` and ``distributed`` (rank, world size, process groups) say where it runs; ``model``
+    is the network (never the DistributedDataParallel wrapper); ``examples`` is the per-example
+    store to register tensors in; ``batch_size`` is the global minibatch, ``process_batch`` this
+    process's share, ``batches_per_epoch`` and ``epochs`` the run's length and ``seed`` its seed.
+    """
+
+    dataset_size: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    device: torch.device
+    distributed: DistributedContext
+    model: nn.Module
+    examples: ExampleState
+    batch_size: int
+    process_batch: int
+    batches_per_epoch: int
+    epochs: int
+    seed: int
 
 
 class TrainingMethod(ABC):
-    """Base of every training method; subclasses set ``name`` and implement :meth:`loss`.
+    """Base of every training method; subclasses set ``name`` and implement :meth:`loss` or :meth:`train_step`.
 
     ``adversarial`` says whether the method trains for robustness, so the trainer selects the best
     checkpoint by robust rather than clean accuracy; ``eps`` is the L-inf radius it trains against
-    (None for natural training), which robust evaluation uses by default. ``dataset`` names the
-    training set so a method can take per-dataset defaults.
+    (None for natural training), which robust evaluation uses by default; ``replays`` is the number
+    of optimizer steps it takes per minibatch (Free-m: m; CAT: T), which the learning-rate schedule
+    counts. ``dataset`` names the training set so a method can take per-dataset defaults.
     """
 
     name: ClassVar[str]
@@ -83,20 +245,74 @@ class TrainingMethod(ABC):
     def __init__(self, *, dataset: str | None = None) -> None:
         self.dataset = dataset
 
-    @abstractmethod
+    # An optional hook, deliberately not abstract: most methods have nothing to do here.
+    def setup(self, setup: MethodSetup) -> None:  # noqa: B027
+        """Learn the data, device, processes and model before training; by default does nothing.
+
+        Register per-example tensors in ``setup.examples`` here: the trainer loads saved state into
+        them right after.
+        """
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups for the network ``model``: one group of every parameter by default.
+
+        A group may carry ``lr_scale``, a factor on the scheduled rate (YOPO: ``1 / m`` for all but
+        the first layer), and any SGD option of its own (``weight_decay``).
+        """
+        return [{"params": list(model.parameters())}]
+
+    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027
+        """Called before the first minibatch of ``epoch`` (0-based), also in a resumed run; does nothing by default."""
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Called after the last minibatch of ``epoch``; returns extra metrics for the epoch's record (default none)."""
+        return {}
+
+    def train_step(self, model: nn.Module, optimizer: Optimizer, batch: Batch, context: StepContext) -> None:
+        """Train on one minibatch: by default ``replays`` times loss, backward, :meth:`before_step`, step.
+
+        Every optimizer step is reported with ``context.record`` and its passes with
+        ``context.add_passes``; an override must report at least one output per minibatch.
+        """
+        for replay in range(self.replays):
+            step = context.for_replay(replay)
+            optimizer.zero_grad(set_to_none=True)
+            output = self.loss(model, batch.images, batch.labels, step)
+            output.loss.backward()  # type: ignore[no-untyped-call]  # Tensor.backward has no annotations
+            self.before_step(model, step)
+            optimizer.step()
+            context.record(output, batch.labels)
+            context.add_passes(output.passes)
+
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
-        """The loss of one optimizer step on ``images`` (pixels in [0, 1]) and ``labels``."""
+        """The loss of one optimizer step on ``images`` (pixels in [0, 1]) and ``labels``, for the default loop."""
+        raise NotImplementedError(
+            f"training method {type(self).__name__} must implement loss() or override train_step()"
+        )
 
     # An optional hook, deliberately not abstract: most methods have nothing to do here.
     def before_step(self, model: nn.Module, context: StepContext) -> None:  # noqa: B027
-        """Called after ``loss.backward()`` and before ``optimizer.step()``; by default does nothing."""
+        """Called by the default loop between ``loss.backward()`` and ``optimizer.step()``; does nothing by default."""
+
+    def passes_per_batch(self) -> float:
+        """The full forward+backward passes the method plans per minibatch (natural: 1; Free-m: m; PGD-K: K + 1)."""
+        return float(self.replays)
+
+    def epochs_for_budget(self, passes: float) -> float:
+        """The epochs a budget of ``passes`` full passes per training example is worth for this method.
+
+        A budget of 80 (80 epochs of natural training) is 10 epochs of Free-8 and about 10 of PGD-7.
+        """
+        if passes <= 0:
+            raise ValueError(f"a budget must be positive, got {passes}")
+        return passes / self.passes_per_batch()
 
     def hyperparameters(self) -> dict[str, Any]:
         """The method's settings as JSON-serializable values, recorded in the run's config and checkpoints."""
         return {"replays": self.replays}
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Tensors carried between steps (chains, perturbations), saved with every trainer state."""
+        """Tensors this process carries between steps (a warm-start perturbation), saved per process."""
         return {}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -106,3 +322,15 @@ class TrainingMethod(ABC):
         """
         if state:
             raise ValueError(f"training method {self.name!r} carries no state but was given {sorted(state)}")
+
+    def shared_state_dict(self) -> dict[str, Tensor]:
+        """Tensors identical on every process (a copy of the previous weights, a loss scale), saved once."""
+        return {}
+
+    def load_shared_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`shared_state_dict` returned, on every process (tensors arrive on the CPU).
+
+        A method without shared tensors accepts only ``{}``.
+        """
+        if state:
+            raise ValueError(f"training method {self.name!r} shares no state but was given {sorted(state)}")

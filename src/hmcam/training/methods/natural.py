@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
@@ -16,6 +17,7 @@ class NaturalTraining(TrainingMethod):
     name = "natural"
     adversarial = False
 
+    @override
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
         """Cross-entropy of ``model`` on the clean ``images``."""
         logits = model(images)

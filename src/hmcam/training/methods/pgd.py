@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from hmcam.attacks import PGD
 from hmcam.attacks.checks import check_positive_float, check_positive_int
@@ -50,14 +51,21 @@ class PGDTraining(TrainingMethod):
         self.alpha = check_positive_float("alpha", alpha)
         self.steps = check_positive_int("steps", steps)
 
+    @override
     def hyperparameters(self) -> dict[str, float | int]:
         """The base settings plus ``eps``, ``alpha`` and ``steps``."""
         return {**super().hyperparameters(), "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
 
+    @override
+    def passes_per_batch(self) -> float:
+        """``steps + 1``: K input-gradient passes of the attack and the training pass."""
+        return float(self.steps + 1)
+
+    @override
     def loss(self, model: nn.Module, images: Tensor, labels: Tensor, context: StepContext) -> MethodOutput:
         """Cross-entropy of ``model`` (in its training mode) on PGD examples of ``images``."""
         # seed=None: random starts come from the global RNG, which the trainer seeds and checkpoints.
         attack = PGD(unwrap_model(model), eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=True)
         adversarial = attack(images, labels)
         logits = model(adversarial)
-        return MethodOutput(F.cross_entropy(logits, labels), logits, {})
+        return MethodOutput(F.cross_entropy(logits, labels), logits, {}, passes=self.passes_per_batch())
