@@ -119,7 +119,7 @@ def test_untrusted_build_options_are_checked_against_the_schema(capsys, checkpoi
 def test_a_diverging_run_stops_with_a_message(capsys, tmp_path) -> None:
     argv = ["train", "--model", "mlp", "--lr", "1e12", "--epochs", "1", "--train-limit", "512", "--test-limit", "32",
             "--batch-size", "64", "--eval-subset", "0", "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
-    fails_cleanly(capsys, argv, "lower the learning rate")
+    fails_cleanly(capsys, argv, "training loss became nan", "Lower the learning rate")
 
 
 def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, checkpoint, tmp_path) -> None:

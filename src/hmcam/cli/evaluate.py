@@ -1,38 +1,168 @@
-"""``hmcam eval CHECKPOINT``: clean and robust accuracy of a checkpoint."""
+"""``hmcam eval CHECKPOINT``: clean accuracy, robust accuracy per attack and the per-example worst case.
+
+A thin layer over :func:`hmcam.evaluation.evaluate_robustness`: it checks the options before any
+work, loads the checkpoint (and the ``--source`` checkpoint for the transfer check) and the first
+``--limit`` examples of the evaluation split, takes eps from the checkpoint's training metadata
+unless ``--eps`` is given, shards the examples over the processes under ``torchrun``, keeps the
+resumable state in ``--out/state`` and writes ``evaluation.json``, ``attacks.csv`` and
+``examples.csv`` into ``--out``. Warnings about gradient masking go to stderr and into the JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from hmcam.cli.common import (
-    add_attack_options,
-    add_data_options,
-    attack_settings,
-    check_output_file,
-    checkpoint_and_data,
-)
+from hmcam.cli.common import add_data_options, add_device_option, check_output_folder, checkpoint_and_data
+
+# The same list as hmcam.evaluation.DEFAULT_ATTACKS, spelled out so that `hmcam --help` needs no torch import.
+DEFAULT_ATTACKS = "fgsm,pgd,mpgd,cwlinf"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``eval`` subcommand."""
-    parser = commands.add_parser("eval", help="clean and robust accuracy of a checkpoint")
+    parser = commands.add_parser(
+        "eval", help="clean accuracy, robust accuracy per attack and the worst case over attacks"
+    )
     parser.add_argument("checkpoint")
     add_data_options(parser)
-    add_attack_options(parser, "pgd")
-    parser.add_argument("--out", help="also write the result as JSON to this file")
+    parser.add_argument(
+        "--attacks",
+        "--attack",
+        dest="attacks",
+        default=DEFAULT_ATTACKS,
+        help=f"comma-separated attack names, run cheapest first (default {DEFAULT_ATTACKS}); see `hmcam attacks`",
+    )
+    parser.add_argument(
+        "--eps", type=float, help="radius of the threat model's ball (default: the checkpoint's training eps)"
+    )
+    parser.add_argument("--norm", default="linf", choices=("linf", "l2", "l1"))
+    parser.add_argument("--steps", type=int, default=20, help="gradient steps of each iterative attack (default 20)")
+    parser.add_argument("--restarts", type=int, default=1, help="runs of each attack with a random start (default 1)")
+    parser.add_argument(
+        "--alpha", type=float, help="step size of the iterative attacks (default: each attack's own rule)"
+    )
+    parser.add_argument("--limit", type=int, help="evaluate the first N examples only (default: the whole split)")
+    parser.add_argument("--batch-size", type=int, default=128, help="examples per chunk (default 128)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    parser.add_argument(
+        "--standalone", action="store_true", help="also report each attack's robust accuracy when run alone"
+    )
+    parser.add_argument(
+        "--check-examples",
+        type=int,
+        default=500,
+        help="examples used by the gradient-masking checks (default 500; 0 skips the checks)",
+    )
+    parser.add_argument(
+        "--source", help="a checkpoint to craft transfer (black-box) examples on, for the masking check"
+    )
+    parser.add_argument("--out", help="folder for evaluation.json, attacks.csv, examples.csv and the resumable state")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Clean and robust accuracy under one attack; written to ``--out`` when given."""
-    from hmcam.experiments.attack_run import run_attack
-    from hmcam.storage import atomic_write_json
+def _check_options(args: argparse.Namespace) -> list[str]:
+    """The attack names; every option that can be wrong is checked here, before any loading."""
+    from hmcam.attacks import get_attack
+    from hmcam.attacks.checks import check_positive_float
 
-    out = None if args.out is None else check_output_file(args.out)
-    model, _, test = checkpoint_and_data(args)
-    summary = run_attack(model, attack_settings(args), test.images, test.labels, batch_size=args.batch_size).summary
-    result = {"checkpoint": args.checkpoint, **summary}
-    if out is not None:
-        atomic_write_json(out, result)
-    return result
+    for option, value, least in (
+        ("--batch-size", args.batch_size, 1),
+        ("--limit", args.limit, 1),
+        ("--steps", args.steps, 1),
+        ("--restarts", args.restarts, 1),
+        ("--check-examples", args.check_examples, 0),
+    ):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be >= {least}, got {value}")
+    if args.eps is not None:
+        check_positive_float("eps", args.eps)
+    if args.alpha is not None:
+        check_positive_float("alpha", args.alpha)
+    names = [name.strip().lower() for name in args.attacks.split(",")]
+    if not all(names):
+        raise ValueError(f"--attacks must be comma-separated attack names, got {args.attacks!r}")
+    for name in names:
+        get_attack(name)
+    if args.out is not None:
+        check_output_folder(args.out)
+    return names
+
+
+def training_eps(metadata: dict[str, Any], checkpoint: str) -> float:
+    """The eps the checkpoint was trained (else evaluated) with, from its metadata; an error naming the fix if none."""
+    training = metadata.get("training")
+    training = training if isinstance(training, dict) else {}
+    for section in ("method", "evaluation"):
+        part = training.get(section)
+        value = part.get("eps") if isinstance(part, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    raise ValueError(
+        f"{checkpoint} records no training eps (no training.method.eps or training.evaluation.eps in its metadata); "
+        "pass --eps"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate the checkpoint under the attacks; write the files into ``--out`` (rank 0) and return the summary."""
+    names = _check_options(args)
+
+    import torch
+
+    from hmcam.evaluation import evaluate_robustness
+    from hmcam.models import load_checkpoint
+    from hmcam.training.distributed import barrier, setup_distributed, teardown_distributed
+
+    context = setup_distributed(args.device)
+    try:
+        # Rank 0 alone may download the data; the others read the files once they are complete.
+        if context.is_main:
+            model, metadata, test = checkpoint_and_data(args)
+        barrier(context)
+        if not context.is_main:
+            model, metadata, test = checkpoint_and_data(args)
+        eps = args.eps if args.eps is not None else training_eps(metadata, args.checkpoint)
+        device = test.images.device
+        source = None
+        if args.source is not None:
+            source, source_metadata = load_checkpoint(args.source, device=device)
+            shape = tuple(source_metadata.get("input_shape") or ())
+            if shape and shape != tuple(test.images.shape[1:]):
+                raise ValueError(
+                    f"--source {args.source} takes inputs of shape {shape}, not {tuple(test.images.shape[1:])}"
+                )
+        if device.type == "cpu" and test.images.dim() == 4:
+            # NHWC convolutions are faster on CPUs (benchmarks/training.py); the model computes the same function.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        result = evaluate_robustness(
+            model,
+            test.images,
+            test.labels,
+            names,
+            eps=eps,
+            norm=args.norm,
+            steps=args.steps,
+            restarts=args.restarts,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            standalone=args.standalone,
+            check_examples=args.check_examples,
+            source=source,
+            state_dir=None if args.out is None else check_output_folder(args.out) / "state",
+            context=context,
+            progress=not args.no_progress,
+        )
+    finally:
+        teardown_distributed(context)
+    summary: dict[str, Any] = {"checkpoint": args.checkpoint, **result.to_dict()}
+    if context.is_main:
+        for warning in result.warnings:
+            print(f"hmcam eval: warning: {warning}", file=sys.stderr)
+        if args.out is not None:
+            summary["files"] = result.save(args.out, {"checkpoint": args.checkpoint})
+    return summary
