@@ -86,7 +86,8 @@ def test_eval_reports_clean_and_robust_accuracy(capsys, checkpoint, tmp_path) ->
     assert code == 0
     result = json.loads(out)
     assert result["robust_accuracy"] <= result["clean_accuracy"]
-    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["robust_accuracy"] == result["robust_accuracy"]
+    written = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert written["robust_accuracy"] == result["robust_accuracy"]
 
 
 def test_train_then_resume(capsys, tmp_path) -> None:
