@@ -136,8 +136,13 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
 
 
 def teardown_distributed(context: DistributedContext) -> None:
-    """Destroy the process group if :func:`setup_distributed` created it."""
+    """Destroy the process group if :func:`setup_distributed` created it.
+
+    Every process first waits for the others: a process that tore its group down while another was
+    still in a collective made gloo abort the other ("terminate called without an active exception").
+    """
     if context.owns_group and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
