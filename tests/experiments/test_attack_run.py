@@ -18,7 +18,7 @@ def test_batched_run_equals_one_call_and_summary_counts(digits_correct, digits_m
     torch.testing.assert_close(again.adversarial, IFGSM(digits_model, 0.15, steps=5)(x[:40], y[:40]))
     assert run.samples is None and "acceptance_rate" not in run.summary  # samples is not passed to PGD
     assert run.summary["clean_accuracy"] == 1.0  # digits_correct holds correctly classified examples
-    assert abs(run.summary["success_rate"] - (1 - run.summary["robust_accuracy"])) < 1e-9
+    assert abs(run.summary["success_rate"] - (1 - run.summary["robust_accuracy"])) < 1e-6  # float32 means
 
 
 def test_chain_attacks_report_acceptance_and_sequence_success(digits_correct, digits_model) -> None:
