@@ -13,11 +13,21 @@ from hmcam.cli import build_parser
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    for action in build_parser()._actions:
+def _children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    raise AssertionError("the hmcam parser has no subcommands")
+    return {}
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    """Every command as it is typed after ``hmcam``, nested ones (``experiment at-efficiency``) included."""
+    found = {}
+    for name, parser in _children(build_parser()).items():
+        found[name] = parser
+        found.update({f"{name} {child}": nested for child, nested in _children(parser).items()})
+    assert found, "the hmcam parser has no subcommands"
+    return found
 
 
 @pytest.mark.parametrize("command", sorted(_subcommands()))

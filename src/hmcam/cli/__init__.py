@@ -16,9 +16,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from hmcam.cli import attack, demo, evaluate, info, train
+from hmcam.cli import attack, demo, evaluate, experiment, info, train
 
-SUBCOMMANDS = (train, evaluate, attack, info, demo)
+SUBCOMMANDS = (train, evaluate, attack, experiment, info, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,6 +133,24 @@ def _add_typed(
         raise TypeError(f"no command-line form for {dest}: {kind}")
 
 
+METHOD_HELP = {
+    "eps": "perturbation radius (default: the dataset's threat model)",
+    "alpha": "attack step size, or the momentum step of CAT's chains (default: 300 eps)",
+    "steps": "attack steps K",
+    "replays": "T (cat) or m (free): replays of each minibatch",
+    "chain_steps": "K: chain steps before each replay",
+    "eps_step": "the chain's step: theta += eps_step sign(v) (default: eps)",
+    "rho": "weight of the previous model's term of J_cd (Eq. 15)",
+    "lam": "weight of the current model's term of J_cd (Eq. 15)",
+    "gradient": "J_cd logit gradient: paper (Eq. 16) or exact (gradient of Eq. 15)",
+    "restart_every": "restart the chains every N epochs (0: never)",
+    "amp": "mixed precision with a gradient scaler on CUDA",
+    "beta": "weight of the KL term",
+    "full_passes": "m: full forward-backward passes per minibatch",
+    "layer_steps": "n: first-layer perturbation updates per full pass",
+}
+
+
 def method_arguments() -> dict[str, tuple[Any, list[str]]]:
     """Every keyword argument of the registered methods: its type hint and the methods that take it."""
     from hmcam.training import METHODS
@@ -174,7 +192,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         _add_typed(fields, flag, field.name, hints[field.name], defaults[field.name], FIELD_HELP.get(field.name, ""))
     arguments = parser.add_argument_group("method arguments (collected into method_kwargs)")
     for name, (kind, takers) in method_arguments().items():
-        _add_typed(arguments, _method_flag(name), f"method:{name}", kind, None, f"for {', '.join(takers)}")
+        _add_typed(
+            arguments,
+            _method_flag(name),
+            f"method:{name}",
+            kind,
+            None,
+            f"{METHOD_HELP.get(name, name)}; for {', '.join(takers)}",
+        )
     parser.set_defaults(run=run)
 
 

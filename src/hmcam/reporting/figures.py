@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from matplotlib.axes import Axes
@@ -117,3 +118,41 @@ def first_changed(clean_labels: Tensor, adversarial_labels: Tensor, count: int) 
     changed = (clean_labels != adversarial_labels).nonzero().flatten()
     unchanged = (clean_labels == adversarial_labels).nonzero().flatten()
     return torch.cat([changed, unchanged])[:count]
+
+
+def save_training_curves(
+    path: str | os.PathLike[str], curves: Mapping[str, Sequence[Sequence[dict[str, Any]]]], title: str = ""
+) -> None:
+    """Clean and robust accuracy per epoch against gradient passes and against wall time (the paper's Fig. 5).
+
+    ``curves`` maps a method's label to its runs (one per seed), each a list of per-epoch points with
+    ``passes``, ``minutes``, ``clean`` and ``robust`` (None when not measured). Each method has one
+    colour; its seeds are drawn as separate lines.
+    """
+    figure = _figure((10, 7))
+    axes = figure.subplots(2, 2, sharey="row")
+    colours = [f"C{index % 10}" for index in range(len(curves))]
+    for (label, runs), colour in zip(curves.items(), colours, strict=True):
+        for seed, points in enumerate(runs):
+            for row, metric in enumerate(("clean", "robust")):
+                kept = [p for p in points if p[metric] is not None]
+                for column, axis_name in enumerate(("passes", "minutes")):
+                    axes[row][column].plot(
+                        [p[axis_name] for p in kept],
+                        [100 * float(p[metric]) for p in kept],
+                        color=colour,
+                        marker=".",
+                        linewidth=1.2,
+                        alpha=0.9 if seed == 0 else 0.45,
+                        label=label if seed == 0 else None,
+                    )
+    for column, axis_name in enumerate(("gradient passes per example", "training time (minutes)")):
+        axes[1][column].set_xlabel(axis_name)
+    axes[0][0].set_ylabel("clean accuracy (%)")
+    axes[1][0].set_ylabel("PGD accuracy (%)")
+    for axis in (axis for row in axes for axis in row):
+        axis.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=8, loc="lower right")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    _save(figure, path)

@@ -8,8 +8,9 @@ A run folder ``RUN_DIR = config.out`` receives, every epoch (from rank 0 only), 
   robust accuracy for adversarial methods, clean accuracy otherwise), both through
   :func:`hmcam.models.save_checkpoint` with the configuration and metrics in their metadata;
 - ``metrics.jsonl``     one JSON line per epoch: epoch, step, lr, train loss and accuracy, clean and
-  robust test accuracy, ``passes`` (full forward+backward passes over minibatches this epoch) and
-  ``passes_total``, ``train_seconds`` (training alone) and ``seconds`` (with evaluation), and
+  robust test accuracy, ``passes`` (full forward+backward passes over minibatches this epoch, of
+  ``batches`` global minibatches: ``passes / batches`` per training example) and ``passes_total``,
+  ``train_seconds`` (training alone) and ``seconds`` (with evaluation), and
   ``collapse`` when training accuracy has sat at chance;
 - ``curves.png``        loss and accuracies per epoch;
 - ``state.safetensors`` the trainer state: weights, optimizer tensors, every process's RNG states and
@@ -589,6 +590,7 @@ class Trainer:
             "lr": self._lr,
             # Every process makes the same passes over its share of each global minibatch.
             "passes": summed[3] / self.context.world_size,
+            "batches": self.batches_per_epoch,
         }
         record.update({f"train_{name}": value / examples for name, value in zip(names, summed[4:], strict=True)})
         record.update(self.method.on_epoch_end(self.epoch))

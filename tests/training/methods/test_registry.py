@@ -14,8 +14,8 @@ def test_shipped_methods_are_registered_by_name() -> None:
 
 
 def test_unknown_method_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown training method 'cat'; choose one of \[.*'natural'.*'pgd'"):
-        build_method("cat")
+    with pytest.raises(ValueError, match=r"unknown training method 'catt'; choose one of \[.*'natural'.*'pgd'"):
+        build_method("catt")
 
 
 def test_unknown_argument_names_the_method_and_what_it_accepts() -> None:

@@ -1,0 +1,657 @@
+"""Adversarial training at equal cost (paper Tables 4, 5, 7 and Fig. 5): every method, its robustness and its time.
+
+A *study* is one dataset, network and threat model with a list of method *arms*; a *scale* is a list
+of studies with the seeds to repeat them. Each arm is trained with the one trainer
+(:func:`hmcam.training.train`) for either a budget of gradient passes per training example (the
+``smoke`` and ``small`` scales: natural training, PGD-AT, Free-m, YOPO-m-n, fast AT, TRADES, CAT and
+CAT-CE, each given ``round(budget / passes_per_batch)`` epochs, so they are compared at equal cost)
+or the paper's own epochs and schedules (the ``paper`` scale). Its final model is then scored: clean
+accuracy on the test set, and PGD-k, M-PGD-k, CW-L-inf-k and the per-example worst case over them on a
+fixed subset (the first ``robust_examples`` test images), through
+:func:`hmcam.evaluation.evaluate_robustness` with each attack also run on every example.
+
+``RUN_DIR`` receives ``plan.json``; one folder per run (``STUDY/ARM-seedS/``) holding the trainer's run
+folder (``train/``, with its per-epoch ``metrics.jsonl``), the evaluation's resumable state and
+``result.json``, written last, which marks the run done; and, once all runs are done,
+``runs.csv`` (one row per run), ``summary.csv`` and ``summary.json`` (mean and standard deviation
+over seeds, the differences between arms and whether each exceeds the seed spread), ``curves.png``
+per study (clean and PGD accuracy per epoch against passes and against wall time: Fig. 5) and
+``report.md``, which states what the run shows for each of the paper's claims. A run killed at any
+point continues where it stopped: finished runs are skipped, training resumes from its state file
+and evaluation from its saved chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hmcam.storage import atomic_write, atomic_write_json
+
+#: The attacks of the table, in the paper's column order; the worst case is over all of them.
+ATTACKS = ("pgd", "mpgd", "cwlinf")
+#: The figures reported per run, in table order (accuracies are fractions, time in minutes).
+METRICS = ("clean", "pgd", "mpgd", "cwlinf", "worst", "train_minutes", "passes")
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training method of a study: a row label, the registered method name and its arguments.
+
+    ``epochs`` fixes the run's length (the paper's settings); None derives it from the study's
+    budget. ``overrides`` are further :class:`~hmcam.training.TrainConfig` fields of this arm only
+    (its learning rate, schedule or milestones).
+    """
+
+    label: str
+    method: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A dataset, network and L-inf threat model, the arms trained on it and how they are scored.
+
+    ``budget`` is the gradient passes per training example every arm without its own ``epochs``
+    gets; ``train`` holds the :class:`~hmcam.training.TrainConfig` fields shared by all arms
+    (batch size, learning rate, schedule, subset sizes). Robustness is measured on the first
+    ``robust_examples`` test images with ``attack_steps`` steps and step ``attack_alpha`` (None:
+    each attack's own rule); clean accuracy on ``test_limit`` images (None: the whole test set).
+    """
+
+    name: str
+    dataset: str
+    model: str
+    eps: float
+    arms: tuple[Arm, ...]
+    budget: float | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    test_limit: int | None = None
+    robust_examples: int = 1000
+    attack_steps: int = 20
+    attack_alpha: float | None = None
+    reference: str = "PGD-AT"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A named set of studies and the seeds each arm is trained with."""
+
+    name: str
+    description: str
+    studies: tuple[Study, ...]
+    seeds: tuple[int, ...]
+
+
+def _equal_cost_arms(
+    eps: float, steps: int, replays: int, yopo: tuple[int, int], cat: tuple[int, int]
+) -> tuple[Arm, ...]:
+    attack = {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps}
+    return (
+        Arm("natural", "natural"),
+        Arm("PGD-AT", "pgd", attack),
+        Arm("Free", "free", {"eps": eps, "replays": replays}),
+        Arm("YOPO", "yopo", {"eps": eps, "alpha": 2 * eps / yopo[1], "full_passes": yopo[0], "layer_steps": yopo[1]}),
+        # Fast AT's own schedule is the cyclic one (Wong et al. 2020).
+        Arm("fast", "fast", {"eps": eps}, overrides={"schedule": "cyclic"}),
+        Arm("TRADES", "trades", {**attack, "beta": 6.0}),
+        Arm("CAT", "cat", {"eps": eps, "replays": cat[0], "chain_steps": cat[1]}),
+        Arm("CAT-CE", "cat-ce", {"eps": eps, "replays": cat[0], "chain_steps": cat[1]}),
+    )
+
+
+def _paper_cifar_arms(eps: float) -> tuple[Arm, ...]:
+    # Section 5.3: PGD-10 AT 105 epochs at 0.05 decayed at 79, 90, 100; Free-8 and YOPO-5-3 40 epochs at 0.2
+    # decayed at 30 and 36. CAT's epochs are N / (T K) (Algorithm 3) with PGD-AT's schedule scaled to them.
+    pgd_schedule = {"lr": 0.05, "milestones": (79, 90, 100)}
+    short_schedule = {"lr": 0.2, "milestones": (30, 36)}
+    cat_schedule = {"lr": 0.05, "milestones": (79 / 105, 90 / 105, 100 / 105)}
+    return (
+        Arm("PGD-AT", "pgd", {"eps": eps, "alpha": 2 / 255, "steps": 10}, 105, pgd_schedule),
+        Arm("Free", "free", {"eps": eps, "replays": 8}, 40, short_schedule),
+        Arm("YOPO", "yopo", {"eps": eps, "alpha": 2 / 255, "full_passes": 5, "layer_steps": 3}, 40, short_schedule),
+        Arm("fast", "fast", {"eps": eps, "alpha": 10 / 255}, 15, {"lr": 0.2, "schedule": "cyclic"}),
+        Arm("TRADES", "trades", {"eps": eps, "alpha": 2 / 255, "steps": 10, "beta": 6.0}, 105, pgd_schedule),
+        Arm("CAT", "cat", {"eps": eps, "replays": 4, "chain_steps": 1}, 26, cat_schedule),
+        Arm("CAT-CE", "cat-ce", {"eps": eps, "replays": 4, "chain_steps": 1}, 26, cat_schedule),
+    )
+
+
+def _paper_mnist_arms() -> tuple[Arm, ...]:
+    # Section 5.3, Table 7: PGD-40 AT 55 epochs at 0.1 decayed at 45; Free-10 and CAT on the same schedule
+    # divided by their replays.
+    schedule = {"lr": 0.1, "milestones": (45 / 55,)}
+    return (
+        Arm("PGD-AT", "pgd", {"eps": 0.3, "alpha": 0.01, "steps": 40}, 55, schedule),
+        Arm("Free", "free", {"eps": 0.3, "replays": 10}, 6, schedule),
+        Arm("CAT", "cat", {"eps": 0.3, "replays": 4, "chain_steps": 1}, 14, schedule),
+        Arm("CAT-CE", "cat-ce", {"eps": 0.3, "replays": 4, "chain_steps": 1}, 14, schedule),
+    )
+
+
+_CIFAR_TRAIN = {"batch_size": 256, "weight_decay": 5e-4, "momentum": 0.9, "augment": "crop-flip", "eval_subset": 1000}
+
+#: The scales of ``hmcam experiment at-efficiency``.
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        "smoke",
+        "seconds: 192 Fashion-MNIST images, LeNet, eps 0.1, a budget of 6 passes per example, 2 seeds",
+        (
+            Study(
+                "fashion-mnist-lenet",
+                "fashion-mnist",
+                "lenet",
+                0.1,
+                _equal_cost_arms(0.1, steps=2, replays=2, yopo=(2, 2), cat=(2, 1)),
+                budget=6,
+                # Too short to learn much: the collapse warning would only be noise.
+                train={
+                    "batch_size": 64,
+                    "lr": 0.05,
+                    "train_limit": 192,
+                    "eval_subset": 32,
+                    "eval_steps": 3,
+                    "collapse_epochs": 0,
+                },
+                test_limit=128,
+                robust_examples=32,
+                attack_steps=3,
+            ),
+        ),
+        (0, 1),
+    ),
+    "small": Scale(
+        "small",
+        "a few hours on 2 CPU cores: Fashion-MNIST (60k / 10k), LeNet, eps 0.1, 40 passes per example, 2 seeds",
+        (
+            Study(
+                "fashion-mnist-lenet",
+                "fashion-mnist",
+                "lenet",
+                0.1,
+                _equal_cost_arms(0.1, steps=7, replays=8, yopo=(5, 3), cat=(4, 1)),
+                budget=40,
+                train={"batch_size": 128, "lr": 0.05, "warmup_epochs": 0.5, "eval_subset": 500, "eval_steps": 10},
+                robust_examples=1000,
+                attack_steps=20,
+            ),
+        ),
+        (0, 1),
+    ),
+    "paper": Scale(
+        "paper",
+        "the paper's settings (Section 5.3): CIFAR-10 PreAct-ResNet18 and WRN-34-10 at eps 8/255, "
+        "MNIST SmallCNN at eps 0.3; days on one GPU",
+        (
+            Study(
+                "cifar10-preact-resnet18",
+                "cifar10",
+                "preact_resnet18",
+                8 / 255,
+                _paper_cifar_arms(8 / 255),
+                train=_CIFAR_TRAIN,
+                robust_examples=10000,
+                attack_steps=20,
+                attack_alpha=2 / 255,
+            ),
+            Study(
+                "cifar10-wrn34-10",
+                "cifar10",
+                "wrn34_10",
+                8 / 255,
+                _paper_cifar_arms(8 / 255),
+                train=_CIFAR_TRAIN,
+                robust_examples=10000,
+                attack_steps=20,
+                attack_alpha=2 / 255,
+            ),
+            Study(
+                "mnist-smallcnn",
+                "mnist",
+                "smallcnn",
+                0.3,
+                _paper_mnist_arms(),
+                train={"batch_size": 256, "weight_decay": 5e-4, "momentum": 0.9, "eval_subset": 1000},
+                robust_examples=10000,
+                attack_steps=40,
+                attack_alpha=0.01,
+            ),
+        ),
+        (0, 1, 2, 3, 4),
+    ),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """The scale called ``name``; a ValueError listing the known ones otherwise."""
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}; choose one of {sorted(SCALES)}")
+    return SCALES[name]
+
+
+def restrict(
+    scale: Scale,
+    *,
+    seeds: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
+    budget: float | None = None,
+    train_limit: int | None = None,
+) -> Scale:
+    """``scale`` with other seeds, only the arms labelled or named in ``methods``, another budget or training subset.
+
+    Every name in ``methods`` must match an arm (by label, case-insensitive, or by method name) of
+    every study; unknown names are an error that lists the arms.
+    """
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+    if budget is not None and (not math.isfinite(budget) or budget <= 0):
+        raise ValueError(f"budget must be a positive number of passes per example, got {budget}")
+    if train_limit is not None and train_limit < 1:
+        raise ValueError(f"train_limit must be >= 1, got {train_limit}")
+    studies = []
+    for study in scale.studies:
+        arms = study.arms
+        if methods is not None:
+            wanted = {name.lower() for name in methods}
+            known = {arm.label.lower() for arm in arms} | {arm.method for arm in arms}
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise ValueError(f"unknown method(s) {unknown} for {study.name}; choose from {[a.label for a in arms]}")
+            arms = tuple(arm for arm in arms if arm.label.lower() in wanted or arm.method in wanted)
+        train = {**study.train, **({"train_limit": train_limit} if train_limit is not None else {})}
+        studies.append(
+            dataclasses.replace(study, arms=arms, train=train, budget=study.budget if budget is None else budget)
+        )
+    return dataclasses.replace(scale, studies=tuple(studies), seeds=tuple(seeds) if seeds is not None else scale.seeds)
+
+
+def planned_passes(study: Study, arm: Arm) -> float:
+    """The full forward+backward passes per minibatch that ``arm`` plans on ``study``'s network.
+
+    YOPO's cost depends on the share of the first layer in the network, which the method measures
+    when it is set up: it is set up here on a freshly built network, on the CPU, in one process.
+    """
+    from hmcam.data import dataset_info
+    from hmcam.models import build_model
+    from hmcam.training import build_method
+    from hmcam.training.distributed import DistributedContext
+    from hmcam.training.examples import ExampleState
+    from hmcam.training.methods import MethodSetup
+
+    method = build_method(arm.method, dataset=study.dataset, **arm.kwargs)
+    try:
+        return method.passes_per_batch()
+    except RuntimeError:
+        info = dataset_info(study.dataset)
+        context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None)
+        network = build_model(study.model, num_classes=info.num_classes, in_channels=info.input_shape[0])
+        batch = int(study.train.get("batch_size", 128))
+        method.setup(
+            MethodSetup(
+                dataset_size=1,
+                input_shape=tuple(info.input_shape),
+                num_classes=info.num_classes,
+                device=context.device,
+                distributed=context,
+                model=network,
+                examples=ExampleState(1, context),
+                batch_size=batch,
+                process_batch=batch,
+                batches_per_epoch=1,
+                epochs=1,
+                seed=0,
+            )
+        )
+        return method.passes_per_batch()
+
+
+def arm_epochs(study: Study, arm: Arm) -> int:
+    """The epochs ``arm`` trains for: its own, else the study's budget over its passes per minibatch (at least 1)."""
+    if arm.epochs is not None:
+        return arm.epochs
+    if study.budget is None:
+        raise ValueError(f"{study.name}: arm {arm.label} has no epochs and the study no budget")
+    return max(1, round(study.budget / planned_passes(study, arm)))
+
+
+def train_config(study: Study, arm: Arm, seed: int, folder: Path, **common: Any) -> Any:
+    """The :class:`~hmcam.training.TrainConfig` of one run; ``common`` adds fields such as ``device``."""
+    from hmcam.training import TrainConfig
+
+    fields: dict[str, Any] = {
+        "dataset": study.dataset,
+        "model": study.model,
+        "method": arm.method,
+        "method_kwargs": dict(arm.kwargs),
+        "epochs": arm_epochs(study, arm),
+        "seed": seed,
+        "test_limit": study.test_limit,
+        "eval_eps": study.eps,
+        "out": str(folder),
+        **study.train,
+        **arm.overrides,
+        **common,
+    }
+    return TrainConfig(**fields)
+
+
+def run_folder(out: Path, study: Study, arm: Arm, seed: int) -> Path:
+    """Where one run keeps its training, evaluation state and result."""
+    return out / study.name / f"{arm.label}-seed{seed}"
+
+
+def _evaluate(
+    study: Study, folder: Path, checkpoint: str, device: str, data_root: str | None, progress: bool
+) -> dict[str, Any]:
+    from hmcam.data import load_dataset
+    from hmcam.evaluation import evaluate_robustness
+    from hmcam.models import load_checkpoint
+    from hmcam.training.validation import fetch
+
+    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
+    model, _ = load_checkpoint(checkpoint, device=target)
+    test = load_dataset(study.dataset, "test", root=data_root, download=False, limit=study.robust_examples)
+    count = len(test.labels)
+    images, labels = fetch(test, range(count))
+    evaluation = evaluate_robustness(
+        model,
+        images.to(target),
+        labels.to(target),
+        ATTACKS,
+        eps=study.eps,
+        steps=study.attack_steps,
+        alpha=study.attack_alpha,
+        standalone=True,
+        check_examples=0,
+        state_dir=folder / "evaluation-state",
+        progress=progress,
+    )
+    per_attack = {report.name: report.standalone_robust_accuracy for report in evaluation.attacks}
+    return {"worst": evaluation.robust_accuracy, **per_attack, "robust_examples": count}
+
+
+def run_one(
+    out: Path, study: Study, arm: Arm, seed: int, *, device: str = "cpu", data_root: str | None = None, progress: bool
+) -> dict[str, Any]:
+    """Train and score one arm with one seed (or read its finished result); returns its ``result.json``."""
+    from hmcam.training import train
+
+    folder = run_folder(out, study, arm, seed)
+    done = folder / RESULT_FILE
+    if done.exists():
+        result: dict[str, Any] = json.loads(done.read_text())
+        return result
+    config = train_config(study, arm, seed, folder / "train", device=device, data_root=data_root, progress=progress)
+    summary = train(config, resume=True)
+    history = [json.loads(line) for line in Path(summary["files"]["metrics.jsonl"]).read_text().splitlines() if line]
+    scores = _evaluate(study, folder, summary["files"]["last.safetensors"], device, data_root, progress)
+    final = summary["final"]
+    result = {
+        "study": study.name,
+        "arm": arm.label,
+        "method": summary["method"],
+        "seed": seed,
+        "epochs": summary["epochs"],
+        "clean": final["clean_accuracy"],
+        **{name: scores[name] for name in ATTACKS},
+        "worst": scores["worst"],
+        "robust_examples": scores["robust_examples"],
+        "train_minutes": sum(record["train_seconds"] for record in history) / 60,
+        # Passes over minibatches, divided by the minibatches of an epoch: passes per training example.
+        "passes": final["passes_total"] / final["batches"],
+        "curve": [
+            {
+                "epoch": record["epoch"],
+                "passes": record["passes_total"] / record["batches"],
+                "minutes": sum(r["train_seconds"] for r in history[: index + 1]) / 60,
+                "clean": record["clean_accuracy"],
+                "robust": record["robust_accuracy"],
+            }
+            for index, record in enumerate(history)
+        ],
+    }
+    atomic_write_json(done, result)
+    return result
+
+
+def spread_summary(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), minimum and maximum of one metric over seeds."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def compare(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
+    """The difference of means ``first - second`` and whether it exceeds the seed spread.
+
+    A difference exceeds the spread when the two ranges over seeds do not overlap: every seed of one
+    arm beats every seed of the other. With one seed per arm nothing can exceed it.
+    """
+    difference = statistics.fmean(first) - statistics.fmean(second)
+    separated = len(first) > 1 and len(second) > 1 and (min(first) > max(second) or max(first) < min(second))
+    return {"difference": difference, "exceeds_spread": separated}
+
+
+def summarize(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, Any]:
+    """Per study: each arm's mean and spread of every metric, and every arm against every other one."""
+    studies: dict[str, Any] = {}
+    for study in scale.studies:
+        mine = [result for result in results if result["study"] == study.name]
+        rows = {arm.label: [result for result in mine if result["arm"] == arm.label] for arm in study.arms}
+        arms = {
+            label: {m: spread_summary([run[m] for run in runs]) for m in METRICS}
+            for label, runs in rows.items()
+            if runs
+        }
+        differences = {
+            f"{a} - {b}": {m: compare([r[m] for r in rows[a]], [r[m] for r in rows[b]]) for m in METRICS}
+            for a in arms
+            for b in arms
+            if a != b
+        }
+        studies[study.name] = {"arms": arms, "differences": differences, "seeds": list(scale.seeds)}
+    return studies
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _claim(summary: dict[str, Any], first: str, second: str, metric: str) -> str | None:
+    key = f"{first} - {second}"
+    if key not in summary["differences"]:
+        return None
+    comparison = summary["differences"][key][metric]
+    spread = "exceeds the seed spread" if comparison["exceeds_spread"] else "is within the seed spread"
+    if metric in ("train_minutes", "passes"):
+        ratio = summary["arms"][first][metric]["mean"] / max(summary["arms"][second][metric]["mean"], 1e-12)
+        return f"{first} takes {ratio:.2f}x the {metric.replace('_', ' ')} of {second} ({spread})"
+    return f"{first} - {second}: {100 * comparison['difference']:+.1f} points of {metric} accuracy ({spread})"
+
+
+def claims(summary: dict[str, Any], reference: str = "PGD-AT") -> list[dict[str, str]]:
+    """What one study shows for each of the paper's claims about CAT, with the measured figures."""
+    found: list[dict[str, str]] = []
+
+    def state(claim: str, parts: Sequence[str | None]) -> None:
+        shown = [part for part in parts if part is not None]
+        if shown:
+            found.append({"claim": claim, "measured": "; ".join(shown)})
+
+    state(
+        "CAT is more robust than PGD-AT (+7.8 points PGD-20 over PGD-10 AT on PreAct-ResNet18, Table 4) "
+        "at about 86% of its time",
+        [_claim(summary, "CAT", reference, m) for m in ("pgd", "worst", "train_minutes")],
+    )
+    for rival, table in (("Free", "Tables 4, 5, 7"), ("YOPO", "Tables 4, 5")):
+        state(
+            f"CAT is more robust than {rival} in comparable time ({table})",
+            [_claim(summary, "CAT", rival, m) for m in ("pgd", "mpgd", "cwlinf", "worst", "train_minutes")],
+        )
+    state(
+        "CAT keeps clean accuracy within about 3 points of PGD-AT (Tables 4, 5, 7)",
+        [_claim(summary, "CAT", reference, "clean")],
+    )
+    state(
+        "J_cd drives the chains better than cross-entropy (the point of Eq. 15; not measured in the paper)",
+        [_claim(summary, "CAT", "CAT-CE", m) for m in ("pgd", "worst")],
+    )
+    return found
+
+
+def oscillation(curve: Sequence[dict[str, Any]]) -> float:
+    """Total drop of per-epoch robust accuracy (sum of decreases): 0 for a curve that never falls (Fig. 5)."""
+    values: list[float] = [point["robust"] for point in curve if point["robust"] is not None]
+    return sum(max(0.0, a - b) for a, b in zip(values, values[1:], strict=False))
+
+
+def write_report(out: Path, scale: Scale, results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Write ``runs.csv``, ``summary.csv``, ``summary.json``, the curves and ``report.md``; returns the report."""
+    from hmcam.reporting.figures import save_training_curves
+    from hmcam.reporting.tables import markdown_table, write_csv
+
+    run_columns = ["study", "arm", "seed", "epochs", *METRICS, "robust_examples"]
+    write_csv(out / "runs.csv", results, run_columns)
+    table_rows = []
+    lines = [f"# Adversarial training at equal cost: scale `{scale.name}`", "", scale.description, ""]
+    for study in scale.studies:
+        study_summary = summary[study.name]
+        rows = []
+        for label, metrics in study_summary["arms"].items():
+            row: dict[str, Any] = {"study": study.name, "arm": label}
+            for metric, values in metrics.items():
+                row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
+            shown = {
+                "arm": label,
+                **{
+                    metric: f"{_percent(values['mean'])} ± {_percent(values['std'])}"
+                    for metric, values in metrics.items()
+                    if metric not in ("train_minutes", "passes")
+                },
+                "train minutes": f"{metrics['train_minutes']['mean']:.3g} ± {metrics['train_minutes']['std']:.2g}",
+                "passes": f"{metrics['passes']['mean']:.1f}",
+            }
+            rows.append(shown)
+            table_rows.append(row)
+        curves: dict[str, list[list[dict[str, Any]]]] = {
+            label: [r["curve"] for r in results if r["study"] == study.name and r["arm"] == label]
+            for label in study_summary["arms"]
+        }
+        save_training_curves(out / f"{study.name}-curves.png", curves, title=f"{study.name}, eps {study.eps:.4g}")
+        study_summary["oscillation"] = {
+            label: statistics.fmean(oscillation(curve) for curve in runs) for label, runs in curves.items()
+        }
+        attacks = f"{study.attack_steps} steps" + (f", step {study.attack_alpha:.4g}" if study.attack_alpha else "")
+        lines += [
+            f"## {study.name}",
+            "",
+            f"{study.dataset}, {study.model}, L-inf eps {study.eps:.4g}; "
+            + (f"budget {study.budget:g} gradient passes per example; " if study.budget else "the paper's epochs; ")
+            + f"seeds {list(scale.seeds)}. Accuracies in percent (mean ± standard deviation over seeds): clean on "
+            + ("the whole test set" if study.test_limit is None else f"the first {study.test_limit} test images")
+            + f", attacks ({attacks}) and their per-example worst case on the first {study.robust_examples}.",
+            "",
+            markdown_table(rows, ["arm", "clean", "pgd", "mpgd", "cwlinf", "worst", "train minutes", "passes"]),
+            f"![curves]({study.name}-curves.png)",
+            "",
+            "### The paper's claims, as this run measures them",
+            "",
+        ]
+        lines += [f"- **{c['claim']}**: {c['measured']}." for c in claims(study_summary, study.reference)]
+        drops = study_summary["oscillation"]
+        lines += [
+            "- **CAT's robust accuracy rises steadily while YOPO's oscillates (Fig. 5)**: total per-epoch drop of "
+            + ", ".join(f"{label} {_percent(value)} points" for label, value in drops.items())
+            + ".",
+            "",
+            "Differences whose seed ranges do not overlap (every seed of one arm beats every seed of the other):",
+            "",
+        ]
+        separated = [
+            f"- {pair}: {metric} {100 * c['difference']:+.1f} points"
+            for pair, metrics in study_summary["differences"].items()
+            for metric, c in metrics.items()
+            if c["exceeds_spread"] and c["difference"] > 0 and metric not in ("train_minutes", "passes")
+        ]
+        lines += separated or ["- none"]
+        lines.append("")
+    write_csv(
+        out / "summary.csv", table_rows, ["study", "arm", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std"))]
+    )
+    atomic_write_json(out / "summary.json", {"scale": scale.name, "studies": summary})
+    report = "\n".join(lines)
+    atomic_write(out / "report.md", report.encode())
+    return report
+
+
+def plan(scale: Scale) -> dict[str, Any]:
+    """The scale as JSON, with each arm's epochs resolved: what ``plan.json`` records."""
+    return {
+        "scale": scale.name,
+        "description": scale.description,
+        "seeds": list(scale.seeds),
+        "studies": [
+            {
+                **{k: v for k, v in dataclasses.asdict(study).items() if k != "arms"},
+                "arms": [{**dataclasses.asdict(arm), "epochs": arm_epochs(study, arm)} for arm in study.arms],
+            }
+            for study in scale.studies
+        ],
+    }
+
+
+def run_efficiency(
+    scale: Scale,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    data_root: str | None = None,
+    progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every study, arm and seed of ``scale`` into ``out`` (resuming what is there) and write the report.
+
+    Returns ``{"out", "plan", "summary", "report"}``. ``callback(result)`` is called after each run.
+    A ``plan.json`` left by another scale or other settings in ``out`` is an error: results of two
+    plans are never mixed.
+    """
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--out {folder} is a file, not a folder")
+    planned = plan(scale)
+    plan_file = folder / "plan.json"
+    if plan_file.exists():
+        try:
+            saved = json.loads(plan_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{plan_file} is not valid JSON ({error}); remove it or choose another --out") from error
+        if saved != json.loads(json.dumps(planned)):
+            raise ValueError(f"{folder} holds a run of another plan ({plan_file}); choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan_file, planned)
+    jobs = [(study, arm, seed) for study in scale.studies for arm in study.arms for seed in scale.seeds]
+    results = []
+    for study, arm, seed in tqdm(jobs, desc=f"at-efficiency {scale.name}", unit="run", disable=not progress):
+        result = run_one(folder, study, arm, seed, device=device, data_root=data_root, progress=progress)
+        results.append(result)
+        if callback is not None:
+            callback(result)
+    summary = summarize(results, scale)
+    report = write_report(folder, scale, results, summary)
+    return {"out": str(folder), "plan": planned, "summary": summary, "report": report}
