@@ -31,7 +31,11 @@ def test_rejected_proposals_are_reused_not_recomputed(alpha_scale, digits_correc
     seen, handle = count_examples(digits_model)
     result = attack.sample(x, y)
     reused = seen["examples"]
-    monkeypatch.setattr(attack, "renew", lambda ball, state, y, proposal, stale: attack.propose(ball, state, y, len(y)))
+    monkeypatch.setattr(
+        attack,
+        "renew",
+        lambda ball, state, y, proposal, stale, generator: attack.propose(ball, state, y, len(y), generator),
+    )
     seen["examples"] = 0
     reference = attack.sample(x, y)
     recomputed = seen["examples"]
@@ -76,3 +80,55 @@ def test_chains_start_at_a_random_point_and_take_restarts(attack_class, tiny_net
     assert not torch.equal(plain.samples, randomized.samples)
     best = attack_class(model, 0.2, steps=2, samples=2, seed=0, random_start=True, restarts=3)(x, y)
     assert ((best - x).abs().flatten(1).amax(1) <= 0.2 + 1e-6).all()
+
+
+def test_parallel_chains_are_one_batch_with_a_chain_dimension(digits_correct, digits_model) -> None:
+    x, y = digits_correct
+    x, y = x[:8], y[:8]
+    # Without a random element every chain of an example is the same chain.
+    alone = HMCAM(digits_model, 0.1, steps=2, samples=3, temperature=float("inf"), seed=0).sample(x, y)
+    many = HMCAM(digits_model, 0.1, steps=2, samples=3, temperature=float("inf"), seed=0, chains=4).sample(x, y)
+    assert many.chains == 4 and alone.chains == 1
+    assert many.samples.shape == (3, 4, 8, 1, 8, 8) and many.accepted.shape == (3, 4, 8)
+    assert many.objective.shape == many.prediction.shape == (3, 4, 8)
+    for chain in range(4):
+        torch.testing.assert_close(many.samples[:, chain], alone.samples, atol=1e-6, rtol=0)
+    # attack() returns the best chain, here the same one.
+    single = HMCAM(digits_model, 0.1, steps=2, samples=3, temperature=float("inf"), seed=0)
+    best = HMCAM(digits_model, 0.1, steps=2, samples=3, temperature=float("inf"), seed=0, chains=4)
+    torch.testing.assert_close(best(x, y), single(x, y), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_momentum_refresh_keeps_samples_in_the_ball_and_makes_chains_differ(
+    norm, eps, digits_correct, digits_model
+) -> None:
+    x, y = digits_correct
+    x, y = x[:16], y[:16]
+    attack = HMCAM(digits_model, eps, steps=3, samples=4, norm=norm, seed=0, chains=3, momentum_refresh=1.0)
+    result = attack.sample(x, y)
+    distance = (result.samples - x).flatten(3).norm(p=float("inf") if norm == "linf" else 2, dim=3)
+    assert float(distance.max()) <= eps + 1e-5
+    assert float(result.samples.min()) >= 0 and float(result.samples.max()) <= 1
+    differ = (result.samples[:, 0] != result.samples[:, 1]).flatten(2).any(dim=2)
+    moved = result.accepted[:, 0] | result.accepted[:, 1]
+    # Two chains coincide only where both still sit at the clean start (rejected from the start on).
+    assert bool(differ[moved.cummax(dim=0).values].all())
+    assert float(differ.float().mean()) > 0.5
+
+
+def test_a_rejected_chain_proposes_anew_only_with_momentum_refresh(digits_correct, digits_model) -> None:
+    x, y = digits_correct
+    x, y = x[:32], y[:32]
+    for refresh in (0.0, 0.5):
+        attack = HMCAM(digits_model, 0.1, 0.01, steps=3, samples=6, temperature=0.05, seed=0, momentum_refresh=refresh)
+        result = attack.sample(x, y)
+        rejected = ~result.accepted[:-1]
+        assert bool(rejected.any()), "the test needs rejections"
+        same = result.proposal_energy[1:] == result.proposal_energy[:-1]
+        if refresh == 0:
+            assert bool(same[rejected].all())  # the paper's chain re-proposes the very same point
+        else:
+            assert not bool(same[rejected].any())  # a fresh momentum gives a new proposal
+            # and the kinetic energy of the fresh momentum enters H_old, which therefore varies.
+            assert bool((result.energy[1:][rejected] != result.energy[:-1][rejected]).any())

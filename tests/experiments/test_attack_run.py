@@ -39,3 +39,16 @@ def test_targeted_runs_aim_at_the_next_class(digits_correct, digits_model) -> No
         digits_model, AttackSettings("pgd", eps=0.3, steps=20, targeted=True), x[:32], y[:32], progress=False
     )
     assert run.summary["success_rate"] > 0.7
+
+
+def test_parallel_chains_keep_their_samples_and_report_mcmc_diagnostics(digits_correct, digits_model) -> None:
+    x, y = digits_correct
+    settings = AttackSettings("hmcam", eps=0.15, steps=2, samples=4, chains=3, momentum_refresh=0.5)
+    run = run_attack(digits_model, settings, x[:20], y[:20], batch_size=8, progress=False)
+    assert run.samples.shape == (4, 3, 20, 1, 8, 8)
+    summary = run.summary
+    assert summary["chains"] == 3 and len(summary["acceptance_per_transition"]) == 4
+    assert summary["loss_ess_median"] > 0 and summary["loss_rhat_median"] > 0
+    assert 1 <= summary["distinct_labels"] <= 10 and 0 < summary["distinct_samples"] <= 1
+    # Any sample of any chain counts for the any-sample rate, all of them for the every-sample rate.
+    assert summary["any_sample_success_rate"] >= summary["success_rate"] >= summary["all_samples_success_rate"]

@@ -37,15 +37,23 @@ class Moments:
         if self.alpha_scale not in ALPHA_SCALES:
             raise ValueError(f"alpha_scale must be one of {ALPHA_SCALES}, got {self.alpha_scale!r}")
 
-    def rule(self, alpha: Tensor | float, cap: Tensor, batch: int) -> AccumulatedMomentum:
-        """A fresh rule (moments at zero) for one run, steps capped at ``cap``, for a call on ``batch`` examples.
+    def rule(
+        self,
+        alpha: Tensor | float,
+        cap: Tensor,
+        batch: int,
+        refresh: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> AccumulatedMomentum:
+        """A fresh rule for one run, steps capped at ``cap``, for a call on ``batch`` examples.
 
         A batch-mean loss divides every gradient, and so sqrt(e_hat), by the batch size B; multiplying
         alpha and delta by B reproduces the paper's step exactly with per-example gradients.
+        ``refresh`` > 0 draws the initial momentum at random (see :class:`AccumulatedMomentum`).
         """
         if self.alpha_scale == "batch":
-            return AccumulatedMomentum(alpha * batch, cap, replace(self, delta=self.delta * batch))
-        return AccumulatedMomentum(alpha, cap, self)
+            return AccumulatedMomentum(alpha * batch, cap, replace(self, delta=self.delta * batch), refresh, generator)
+        return AccumulatedMomentum(alpha, cap, self, refresh, generator)
 
 
 class AccumulatedMomentum(StepRule):
@@ -62,19 +70,49 @@ class AccumulatedMomentum(StepRule):
     reads ``sqrt(e_hat / b2 + delta)``, which differs only for gradients below sqrt(delta)); and the
     direction is the norm's steepest ascent of v (sign for L-inf, v / ||v||_2 for L2, a sparse
     top-k sign for L1), where the paper's gradient of K(v) = |v| is sign(v) for every ball.
+
+    Momentum refresh (beyond the paper): with ``refresh`` = r > 0 the momentum starts at a random
+    v_0 instead of zero, each coordinate drawn from the Laplace distribution, the canonical one of
+    K(v) = |v|, with scale r times the mean |g| of the example's first gradient (gradients differ by
+    orders of magnitude between models, so a fixed scale would mean nothing). ``initial_kinetic`` is
+    then K(v_0) per example.
     """
 
-    def __init__(self, alpha: Tensor | float, cap: Tensor, moments: Moments) -> None:
+    def __init__(
+        self,
+        alpha: Tensor | float,
+        cap: Tensor,
+        moments: Moments,
+        refresh: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.alpha = alpha
         self.cap = cap
         self.moments = moments
-        self.velocity = self.second = self.second_max = torch.zeros(())
+        self.refresh = refresh
+        self.generator = generator
+        self.velocity = self.second = self.second_max = self.initial_kinetic = torch.zeros(())
+
+    def initial_velocity(self, grad: Tensor) -> Tensor:
+        """v_0: zero, or Laplace draws of scale ``refresh`` times the example's mean |g| (K(v_0) is kept)."""
+        if self.refresh == 0:
+            self.initial_kinetic = grad.new_zeros(grad.shape[0])
+            return torch.zeros_like(grad)
+        magnitude = -torch.log1p(
+            -torch.rand(grad.shape, generator=self.generator, device=grad.device, dtype=grad.dtype)
+        )
+        negative = torch.rand(grad.shape, generator=self.generator, device=grad.device, dtype=grad.dtype) < 0.5
+        scale = self.refresh * grad.abs().flatten(1).mean(dim=1).view(-1, *([1] * (grad.dim() - 1)))
+        velocity = torch.where(negative, -magnitude, magnitude) * scale
+        self.initial_kinetic = velocity.abs().flatten(1).sum(dim=1)
+        return velocity
 
     @override
     def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
         beta1, beta2, delta = self.moments.beta1, self.moments.beta2, self.moments.delta
         if t == 1:
-            self.velocity = self.second = self.second_max = torch.zeros_like(grad)
+            self.velocity = self.initial_velocity(grad)
+            self.second = self.second_max = torch.zeros_like(grad)
         self.velocity = beta1 * self.velocity + (1 - beta1) * grad
         self.second = beta2 * self.second + (1 - beta2) * grad * grad
         self.second_max = torch.maximum(self.second_max, self.second)

@@ -65,6 +65,16 @@ class Ball:
         """The ball of the examples at ``index`` (a 1-D index tensor into the batch)."""
         return Ball(self.center[index], self.eps[index], self.norm, self.bounds, self.input_dtype)
 
+    def tile(self, count: int) -> Ball:
+        """The ball of ``count`` copies of the batch, copy-major: example b of copy c is row ``c * B + b``."""
+        if count == 1:
+            return self
+
+        def repeat(tensor: Tensor) -> Tensor:
+            return tensor.repeat(count, *([1] * (tensor.dim() - 1)))
+
+        return Ball(repeat(self.center), repeat(self.eps), self.norm, self.bounds, self.input_dtype)
+
     def finish(self, point: Tensor) -> Tensor:
         """``point`` in the caller's dtype, still inside the ball and the bounds.
 

@@ -1,7 +1,8 @@
 """Markov chains of adversarial examples: the Metropolis-Hastings test, the recorders and the chain base.
 
-A chain attack runs ``samples`` transitions per example; a recorder decides what is kept:
-:class:`SequenceRecorder` every state (``sample()`` returns the sequence [S, B, ...]),
+A chain attack runs ``chains`` chains of ``samples`` transitions per example, all chains of all
+examples as one batch; a recorder decides what is kept: :class:`SequenceRecorder` every state
+(``sample()`` returns the sequence [S, B, ...], or [S, C, B, ...] with C > 1 chains),
 :class:`LastStateRecorder` only the current one (``attack(x, y)``, memory flat in S).
 """
 
@@ -38,7 +39,9 @@ class ChainResult:
 
     ``samples`` is [S, B, ...]: the chain state after each of the S transitions (a rejected
     transition repeats the previous state, as MCMC must). ``accepted``, ``acceptance_probability``,
-    ``energy`` (H of the state), ``proposal_energy`` (H of the candidate) and ``success`` are [S, B].
+    ``energy`` (H of the state), ``proposal_energy`` (H of the candidate), ``objective`` (J of the
+    state, the loss trace), ``prediction`` (the state's predicted class) and ``success`` are [S, B].
+    With C > 1 chains per example every field has a chain dimension after S: [S, C, B, ...].
     """
 
     samples: Tensor
@@ -46,7 +49,14 @@ class ChainResult:
     acceptance_probability: Tensor
     energy: Tensor
     proposal_energy: Tensor
+    objective: Tensor
+    prediction: Tensor
     success: Tensor
+
+    @property
+    def chains(self) -> int:
+        """C, the number of chains per example (1 when the fields have no chain dimension)."""
+        return self.samples.shape[1] if self.accepted.dim() == 3 else 1
 
     @property
     def acceptance_rate(self) -> float:
@@ -63,6 +73,8 @@ class Transition:
     acceptance_probability: Tensor
     energy: Tensor
     proposal_energy: Tensor
+    objective: Tensor
+    prediction: Tensor
     success: Tensor
 
 
@@ -102,11 +114,15 @@ class LastStateRecorder(Recorder):
 
 
 class ChainAttack(IterativeAttack):
-    """An attack that runs one Markov chain per example for ``samples`` transitions.
+    """An attack that runs ``chains`` Markov chains per example for ``samples`` transitions each.
 
     ``sample(x, y)`` returns the whole sequence with its acceptance statistics; ``attack(x, y)``
-    returns the last state (the best last state over ``restarts`` chains), holding one state at a
-    time. ``temperature`` scales the energy difference of the acceptance test (tau of Eq. 3).
+    returns a last state (the best over the chains and ``restarts`` rounds: the first successful
+    one, else the highest objective), holding one state per chain at a time. The C chains of the B
+    examples run as one batch of C * B, so they cost one chain's sequential steps; they differ only
+    through a random element (``random_start``, HMCAM's ``momentum_refresh``, HMC's Gaussian
+    momentum) and the acceptance draws. ``temperature`` scales the energy difference of the
+    acceptance test (tau of Eq. 3).
     """
 
     def __init__(
@@ -117,10 +133,13 @@ class ChainAttack(IterativeAttack):
         steps: int = 10,
         samples: int = 5,
         temperature: float = 1.0,
+        *,
+        chains: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, eps, alpha, steps, **kwargs)
         self.samples = check_positive_int("samples", samples)
+        self.chains = check_positive_int("chains", chains)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"temperature must be > 0 (math.inf accepts every proposal), got {temperature!r}")
         self.temperature = float(temperature)
@@ -136,19 +155,42 @@ class ChainAttack(IterativeAttack):
         return torch.zeros_like(energy_change)
 
     def sample(self, x: Tensor, y: Tensor) -> ChainResult:
-        """The whole sequence of adversarial examples with its acceptance statistics."""
+        """The whole sequence of adversarial examples with its statistics: [S, B, ...], or [S, C, B, ...]."""
 
         def body(ball: Ball, labels: Tensor, generator: torch.Generator | None) -> ChainResult:
             recorder = SequenceRecorder()
-            self.chain(ball, labels, generator, recorder)
+            tiled = ball.tile(self.chains)
+            self.chain(tiled, _tile(labels, self.chains), generator, recorder)
             result = recorder.result()
-            return replace(result, samples=torch.stack([ball.finish(state) for state in result.samples]))
+            result = replace(result, samples=torch.stack([tiled.finish(state) for state in result.samples]))
+            if self.chains == 1:
+                return result
+            batch = ball.center.shape[0]
+            return ChainResult(
+                *(
+                    value.reshape(value.shape[0], self.chains, batch, *value.shape[2:])
+                    for value in (getattr(result, field.name) for field in fields(ChainResult))
+                )
+            )
 
         return self.guarded(x, y, body)
 
     @override
     def run(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
         recorder = LastStateRecorder()
-        self.chain(ball, y, generator, recorder)
+        self.chain(ball.tile(self.chains), _tile(y, self.chains), generator, recorder)
         assert recorder.state is not None  # samples >= 1
-        return recorder.state
+        if self.chains == 1:
+            return recorder.state
+        # The best chain of each example: its first successful one, else the one with the highest objective.
+        batch = ball.center.shape[0]
+        objective, success = self.score(recorder.state, _tile(y, self.chains))
+        rank = objective.reshape(self.chains, batch).clone()
+        rank[success.reshape(self.chains, batch)] = math.inf
+        best = rank.argmax(dim=0) * batch + torch.arange(batch, device=rank.device)
+        return recorder.state[best]
+
+
+def _tile(labels: Tensor, count: int) -> Tensor:
+    """``count`` copies of the batch's labels (or loss arguments), copy-major like :meth:`Ball.tile`."""
+    return labels.repeat(count, *([1] * (labels.dim() - 1)))

@@ -81,4 +81,15 @@ class HMC(ChainAttack):
             state_objective = torch.where(accepted, objective, state_objective)
             state_logits = torch.where(per_example(accepted, logits), logits, state_logits)
             energy = torch.where(accepted, new_energy, old_energy)
-            recorder.record(Transition(state, accepted, probability, energy, new_energy, self.outcome(state_logits, y)))
+            recorder.record(
+                Transition(
+                    state,
+                    accepted,
+                    probability,
+                    energy,
+                    new_energy,
+                    state_objective,
+                    state_logits.argmax(dim=1),
+                    self.outcome(state_logits, y),
+                )
+            )

@@ -59,6 +59,13 @@ def add_attack_options(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--alpha", type=float, help="step size (default: the attack's own rule)")
     parser.add_argument("--steps", type=positive_int, default=10, help="T: gradient steps (per transition for chains)")
     parser.add_argument("--samples", type=positive_int, default=1, help="S: chain transitions for hmcam and hmc")
+    parser.add_argument("--chains", type=positive_int, default=1, help="C: chains per image for hmcam and hmc")
+    parser.add_argument(
+        "--momentum-refresh",
+        type=float,
+        default=0.0,
+        help="hmcam: random initial momentum at each transition, in units of the mean |gradient| (0: the paper's)",
+    )
     parser.add_argument("--norm", default="linf", choices=("linf", "l2", "l1"))
     parser.add_argument("--targeted", action="store_true", help="aim at class (label + 1) mod classes")
     parser.add_argument("--limit", type=positive_int, default=1000, help="number of test images (default 1000)")
@@ -81,6 +88,8 @@ def attack_settings(args: argparse.Namespace) -> AttackSettings:
         eps=args.eps,
         steps=args.steps,
         samples=args.samples,
+        chains=args.chains,
+        momentum_refresh=args.momentum_refresh,
         alpha=args.alpha,
         norm=args.norm,
         targeted=args.targeted,

@@ -14,21 +14,25 @@ from tqdm.auto import tqdm
 from hmcam.attacks import Attack, ChainAttack, attack_mode, get_attack
 from hmcam.attacks.norms import NORMS
 from hmcam.evaluation import predict
+from hmcam.evaluation.sampling import ChainDiagnostics, diagnose
 
 
 @dataclass(frozen=True)
 class AttackSettings:
     """What to run: an attack name from :data:`hmcam.attacks.ATTACKS` and its hyper-parameters.
 
-    ``steps`` is the attack's T; for chain attacks (HMCAM, HMC) ``samples`` is S, so N = S * T.
-    Options the attack does not take (``samples`` for PGD, say) are not passed to it; ``options``
-    holds any further keyword arguments of the attack class.
+    ``steps`` is the attack's T; for chain attacks (HMCAM, HMC) ``samples`` is S, so N = S * T,
+    ``chains`` is C, the chains per example, and ``momentum_refresh`` HMCAM's random initial
+    momentum (0: the paper's chain). Options the attack does not take (``samples`` for PGD, say) are
+    not passed to it; ``options`` holds any further keyword arguments of the attack class.
     """
 
     name: str
     eps: float = 0.1
     steps: int = 10
     samples: int = 1
+    chains: int = 1
+    momentum_refresh: float = 0.0
     alpha: float | None = None
     norm: str = "linf"
     targeted: bool = False
@@ -46,6 +50,8 @@ class AttackSettings:
             "eps": self.eps,
             "steps": self.steps,
             "samples": self.samples,
+            "chains": self.chains,
+            "momentum_refresh": self.momentum_refresh,
             "alpha": self.alpha,
             "norm": self.norm,
             "targeted": self.targeted,
@@ -82,14 +88,16 @@ def run_attack(
 
     Success rate is counted among the examples the model classifies correctly (untargeted) or as
     target hits (targeted; targets are ``(label + 1) mod classes``). For chain attacks the summary
-    adds the acceptance rate and the any-sample and every-sample success rates.
+    adds the any-sample and every-sample success rates over all chains and samples, and the sampling
+    diagnostics of :mod:`hmcam.evaluation.sampling` (acceptance per transition, ESS and R-hat of the
+    loss and success traces, diversity); ``adversarial`` is the last state of the first chain.
     """
     attack = settings.build(model)
     wanted = labels
     if settings.targeted:
         with attack_mode(model), torch.no_grad():
             wanted = (labels + 1) % model(images[:1]).shape[1]
-    adversarial, chains, accepted = [], [], []
+    adversarial, chains, diagnostics = [], [], []
     started = time.perf_counter()
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc=settings.name, unit="batch", disable=not progress):
@@ -98,13 +106,15 @@ def run_attack(
         if isinstance(attack, ChainAttack):
             result = attack.sample(x, y)
             chains.append(result.samples)
-            accepted.append(result.accepted)
-            adversarial.append(result.samples[-1])
+            diagnostics.append(diagnose(result))
+            adversarial.append(result.samples[-1, 0] if result.chains > 1 else result.samples[-1])
         else:
             adversarial.append(attack(x, y))
     seconds = time.perf_counter() - started
     adversarial_images = torch.cat(adversarial)
-    samples = torch.cat(chains, dim=1) if chains else None
+    # Chain samples are [S, B, ...], or [S, C, B, ...] with C > 1 chains: the batch is after the sample dimensions.
+    sample_dims = 1 if getattr(attack, "chains", 1) == 1 else 2
+    samples = torch.cat(chains, dim=sample_dims) if chains else None
     clean_prediction = predict(model, images)
     adversarial_prediction = predict(model, adversarial_images)
     correct = clean_prediction == labels
@@ -131,9 +141,12 @@ def run_attack(
         "mean_l2": float(NORMS["l2"].measure(delta).mean()),
     }
     if samples is not None:
-        sample_prediction = predict(model, samples, sample_dims=1)
+        sample_prediction = predict(model, samples, sample_dims=sample_dims)
         sample_hits = sample_prediction == wanted if settings.targeted else sample_prediction != labels
-        summary["acceptance_rate"] = float(torch.cat(accepted, dim=1).float().mean())
+        if sample_hits.dim() == 3:  # [S, C, B]: every chain's samples count
+            sample_hits = sample_hits.flatten(0, 1)
+        summary["chains"] = getattr(attack, "chains", 1)
+        summary.update(ChainDiagnostics.join(diagnostics).summary())
         summary["any_sample_success_rate"] = (
             float(sample_hits.any(0)[eligible].float().mean()) if eligible.any() else None
         )
