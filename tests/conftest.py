@@ -105,3 +105,13 @@ def tiny_net_factory():
         return TinyNet(channels, side, classes).train()
 
     return build
+
+
+@pytest.fixture(scope="session")
+def smoke_models(tmp_path_factory: pytest.TempPathFactory):
+    """The folder of the smoke-scale experiment zoo (four small Fashion-MNIST models), trained once per session."""
+    from hmcam.experiments.zoo import trained_zoo
+
+    folder = tmp_path_factory.mktemp("smoke-models")
+    trained_zoo("smoke", folder, device="cpu")
+    return folder

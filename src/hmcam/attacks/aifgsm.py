@@ -107,8 +107,8 @@ class AccumulatedMomentum(StepRule):
         self.initial_kinetic = velocity.abs().flatten(1).sum(dim=1)
         return velocity
 
-    @override
-    def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
+    def size(self, grad: Tensor, t: int) -> Tensor:
+        """Update the moments with the gradient of step ``t`` and return each coordinate's step, capped at eps."""
         beta1, beta2, delta = self.moments.beta1, self.moments.beta2, self.moments.delta
         if t == 1:
             self.velocity = self.initial_velocity(grad)
@@ -117,8 +117,11 @@ class AccumulatedMomentum(StepRule):
         self.second = beta2 * self.second + (1 - beta2) * grad * grad
         self.second_max = torch.maximum(self.second_max, self.second)
         bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-        size = torch.minimum(self.alpha / (bias1 * ((self.second_max / bias2).sqrt() + delta)), self.cap)
-        return ball.step(point, size, self.velocity)
+        return torch.minimum(self.alpha / (bias1 * ((self.second_max / bias2).sqrt() + delta)), self.cap)
+
+    @override
+    def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
+        return ball.step(point, self.size(grad, t), self.velocity)
 
 
 class AIFGSM(IFGSM):

@@ -359,9 +359,10 @@ def _evaluate(
     from hmcam.data import load_dataset
     from hmcam.evaluation import evaluate_robustness
     from hmcam.models import load_checkpoint
+    from hmcam.training.distributed import resolve_device
     from hmcam.training.validation import fetch
 
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
+    target = resolve_device(device)
     model, _ = load_checkpoint(checkpoint, device=target)
     test = load_dataset(study.dataset, "test", root=data_root, download=False, limit=study.robust_examples)
     count = len(test.labels)

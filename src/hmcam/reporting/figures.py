@@ -156,3 +156,86 @@ def save_training_curves(
     if title:
         figure.suptitle(title, fontsize=10)
     _save(figure, path)
+
+
+def save_heatmaps(
+    path: str | os.PathLike[str],
+    matrices: Mapping[str, Tensor],
+    rows: Sequence[str],
+    columns: Sequence[str],
+    title: str,
+) -> None:
+    """One annotated heatmap per matrix (e.g. success rate per source and target for each attack), side by side."""
+    figure = _figure((3.2 * len(matrices) + 1, 0.55 * len(rows) + 2))
+    axes = figure.subplots(1, len(matrices), squeeze=False)[0]
+    high = max(float(matrix.max()) for matrix in matrices.values()) or 1.0
+    for axis, (name, matrix) in zip(axes, matrices.items(), strict=True):
+        axis.imshow(matrix.cpu().numpy(), cmap="viridis", vmin=0, vmax=high)
+        axis.set_title(name, fontsize=9)
+        axis.set_xticks(range(len(columns)), list(columns), rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(range(len(rows)), list(rows) if axis is axes[0] else [], fontsize=7)
+        for i in range(len(rows)):
+            for j in range(len(columns)):
+                value = float(matrix[i, j])
+                axis.text(
+                    j,
+                    i,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value < high / 2 else "black",
+                )
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path)
+
+
+def save_curve_panels(
+    path: str | os.PathLike[str],
+    x: Sequence[float],
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], bool]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    log_x: bool = False,
+) -> None:
+    """Side-by-side panels of curves over ``x``; each curve is ``(values, solid)``, dashed when not solid.
+
+    The paper's Fig. 2 and Fig. 3 style: one panel per attack, one line per source -> target pair,
+    solid for white-box and dashed for black-box.
+    """
+    figure = _figure((5 * len(panels), 3.8))
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for axis, (name, curves) in zip(axes, panels.items(), strict=True):
+        for index, (label, (values, solid)) in enumerate(curves.items()):
+            axis.plot(
+                list(x), list(values), linestyle="-" if solid else "--", marker=".", color=f"C{index % 10}", label=label
+            )
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel(xlabel)
+        if log_x:
+            axis.set_xscale("log")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if title:
+        figure.suptitle(title, fontsize=10)
+    _save(figure, path)
+
+
+def save_embedding(path: str | os.PathLike[str], points: Tensor, groups: Sequence[str], title: str) -> None:
+    """A 2-D scatter of ``points`` ([P, 2]) coloured by group, in the order groups first appear (Fig. 1)."""
+    figure = _figure((5.5, 4.5))
+    axis = figure.subplots()
+    for index, group in enumerate(dict.fromkeys(groups)):
+        chosen = [i for i, name in enumerate(groups) if name == group]
+        marker = "*" if group == "clean" else "o"
+        size = 120 if group == "clean" else 12
+        colour = "black" if group == "clean" else f"C{index % 10}"
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=size, marker=marker, color=colour, alpha=0.7, label=group)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=9)
+    _save(figure, path)

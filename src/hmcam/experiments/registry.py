@@ -1,0 +1,41 @@
+"""The paper's experiments by name: what each reproduces and the function that runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hmcam.experiments.all_or_nothing import run_all_or_nothing
+from hmcam.experiments.diversity import run_diversity
+from hmcam.experiments.ensemble import run_ensemble
+from hmcam.experiments.few_sample import run_few_sample
+from hmcam.experiments.iterations import run_iterations
+from hmcam.experiments.step_size import run_step_size
+from hmcam.experiments.targeted import run_targeted
+from hmcam.experiments.transfer import run_transfer
+
+
+@dataclass(frozen=True)
+class AttackExperiment:
+    """An attack experiment: what of the paper it reproduces, and ``run(scale, out, **options)``."""
+
+    reproduces: str
+    run: Callable[..., dict[str, Any]]
+
+
+#: The attack experiments in the paper's order; each takes an :class:`~hmcam.experiments.setup.AttackScale`.
+ATTACK_EXPERIMENTS: dict[str, AttackExperiment] = {
+    "transfer": AttackExperiment("Table 2: white- and black-box success, sources x targets", run_transfer),
+    "ensemble": AttackExperiment("Table 3: ensemble and hold-out success", run_ensemble),
+    "iterations": AttackExperiment("Fig. 2: success against the number of iterations", run_iterations),
+    "step-size": AttackExperiment("Fig. 3: success against the step size, and the eps cap", run_step_size),
+    "diversity": AttackExperiment(
+        "Fig. 1: diversity of many samples of one image, t-SNE, MCMC diagnostics", run_diversity
+    ),
+    "targeted": AttackExperiment("Table 8: targeted attacks on adversarially trained models", run_targeted),
+    "all-or-nothing": AttackExperiment(
+        "Table 9 analogue: feature-space attack judged all-or-nothing", run_all_or_nothing
+    ),
+    "few-sample": AttackExperiment("Fig. 4: adversarial training data from few images", run_few_sample),
+}

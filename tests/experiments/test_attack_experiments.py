@@ -1,0 +1,165 @@
+"""The attack experiments at smoke scale: their files, their numbers against direct computation, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hmcam.cli import experiment as experiment_cli
+from hmcam.cli import main
+from hmcam.evaluation import predict
+from hmcam.experiments.registry import ATTACK_EXPERIMENTS
+from hmcam.experiments.setup import ATTACK_SCALES, attack_images, get_attack_scale
+from hmcam.experiments.statistics import VERDICTS
+from hmcam.experiments.zoo import ZOOS, trained_zoo
+
+SMOKE = get_attack_scale("smoke")
+PNG = b"\x89PNG\r\n\x1a\n"
+FIGURES = {"transfer": "transfer.png", "iterations": "iterations.png", "step-size": "step_size.png"}
+FIGURES |= {"diversity": "diversity.png", "few-sample": "few_sample.png"}
+
+
+def test_the_command_line_lists_every_experiment_and_scale() -> None:
+    assert list(experiment_cli.ATTACK_EXPERIMENTS) == list(ATTACK_EXPERIMENTS)
+    assert set(experiment_cli.SCALES) == set(ATTACK_SCALES) == set(ZOOS)
+
+
+def test_paper_scale_is_the_papers_section_5_2_setting() -> None:
+    paper = get_attack_scale("paper")
+    assert paper.dataset == "cifar10" and paper.eps == pytest.approx(2 / 255) and paper.budget == 100
+    assert paper.settings("hmcam", 0).steps == 50 and paper.settings("hmcam", 0).samples == 2  # T = 50, S = 2
+    assert paper.settings("fgsm", 0).steps == 1 and paper.settings("mpgd", 0).steps == 100
+    assert [entry.label for entry in ZOOS["paper"]] == ["ResNet32", "VGG16", "ResNeXt29", "DenseNet121", "ResNet32_A"]
+    with pytest.raises(ValueError, match="multiple of HMCAM's S"):
+        type(paper)("odd", "smoke", "fashion-mnist", 0.1, budget=5, samples=2, images=8, seeds=(0,))
+
+
+@pytest.fixture(scope="module")
+def runs(smoke_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Every attack experiment at smoke scale, on the session's smoke zoo."""
+    out = tmp_path_factory.mktemp("attack-experiments")
+    return {
+        name: experiment.run(SMOKE, out / name, models_dir=smoke_models, progress=False)
+        for name, experiment in ATTACK_EXPERIMENTS.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(ATTACK_EXPERIMENTS))
+def test_each_experiment_writes_its_results_tables_report_and_verdicts(name: str, runs) -> None:
+    out = Path(runs[name]["out"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == name and results["scale"]["name"] == "smoke"
+    report = (out / "report.md").read_text()
+    assert report.startswith("## ") and "| claim | paper | ours | verdict |" in report
+    assert results["claims"] and all(claim["verdict"] in VERDICTS for claim in results["claims"])
+    assert list(out.glob("*.csv")), "every experiment writes a CSV table"
+    if name in FIGURES:
+        assert (out / FIGURES[name]).read_bytes().startswith(PNG)
+
+
+def test_transfer_matrix_matches_a_direct_attack(runs, smoke_models: Path) -> None:
+    out = Path(runs["transfer"]["out"])
+    rows = list(csv.DictReader((out / "transfer.csv").open()))
+    sources = [entry.label for entry in ZOOS["smoke"] if not entry.adversarial]
+    assert len(rows) == len(sources) * 5 * len(ZOOS["smoke"])
+    assert all(0 <= float(row["success_rate"]) <= 1 for row in rows)
+    # One cell recomputed by hand: HMCAM crafted on LeNet, tested on the MLP.
+    models = trained_zoo("smoke", smoke_models)
+    images, labels = attack_images(SMOKE, None, torch.device("cpu"))
+    crafted = SMOKE.settings("hmcam", 0).build(models["LeNet"])(images, labels)
+    correct = predict(models["MLP"], images) == labels
+    expected = float((predict(models["MLP"], crafted)[correct] != labels[correct]).float().mean())
+    cell = next(r for r in rows if (r["source"], r["attack"], r["target"]) == ("LeNet", "hmcam", "MLP"))
+    assert float(cell["success_rate"]) == pytest.approx(expected, abs=1e-4)
+    intervals = list(csv.DictReader((out / "intervals.csv").open()))
+    assert all(
+        float(r["ci_low_points"]) <= float(r["difference_points"]) <= float(r["ci_high_points"]) for r in intervals
+    )
+
+
+def test_iterations_and_step_size_tables_cover_their_sweeps(runs) -> None:
+    iterations = json.loads((Path(runs["iterations"]["out"]) / "results.json").read_text())
+    assert [row["N"] for row in iterations["rows"]] == [1, 2, 3] * 2
+    step = json.loads((Path(runs["step-size"]["out"]) / "results.json").read_text())
+    assert [row["alpha / eps"] for row in step["rows"]] == [0.001, 0.01, 0.03, 0.1] * 2
+    for fractions in step["capped_per_step"].values():
+        assert len(fractions) == SMOKE.budget and all(0 <= f <= 1 for f in fractions)
+
+
+def test_diversity_compares_four_generators_with_chain_diagnostics(runs) -> None:
+    rows = {
+        row["generator"]: row
+        for row in json.loads((Path(runs["diversity"]["out"]) / "results.json").read_text())["rows"]
+    }
+    assert set(rows) == {"HMCAM", "HMCAM + refresh", "PGD restarts", "MI-FGSM iterates"}
+    assert all(row["samples"] == 8 for row in rows.values())
+    assert rows["PGD restarts"]["distinct_samples"] == 1.0  # independent random starts never coincide
+    assert 0 <= rows["HMCAM"]["acceptance_rate"] <= 1 and "loss_ess_median" in rows["HMCAM + refresh"]
+    assert rows["HMCAM + refresh"]["distinct_samples"] >= rows["HMCAM"]["distinct_samples"]
+
+
+def test_a_second_run_reuses_the_cached_attacks(runs, smoke_models: Path) -> None:
+    out = Path(runs["iterations"]["out"])
+    cache = sorted((out / "cache").iterdir())
+    stamps = [path.stat().st_mtime_ns for path in cache]
+    again = ATTACK_EXPERIMENTS["iterations"].run(SMOKE, out, models_dir=smoke_models, progress=False)
+    assert [path.stat().st_mtime_ns for path in cache] == stamps
+    assert again["rows"] == runs["iterations"]["rows"]
+
+
+def test_command_line_runs_an_experiment_and_rejects_bad_seeds(smoke_models: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "targeted"
+    arguments = ["experiment", "targeted", "--scale", "smoke", "--out", str(out), "--models", str(smoke_models)]
+    assert main([*arguments, "--no-progress", "--images", "16"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"].endswith("report.md") and all(c["verdict"] in VERDICTS for c in printed["claims"])
+    assert main([*arguments, "--seeds", "1", "1"]) == 2
+    assert "--seeds must be distinct" in capsys.readouterr().err
+
+
+def test_random_targets_never_pick_the_label_and_cover_the_others() -> None:
+    from hmcam.experiments.targeted import random_targets
+
+    labels = torch.arange(10).repeat(200)
+    targets = random_targets(labels, 10, seed=0)
+    assert not bool((targets == labels).any())
+    assert torch.equal(targets, random_targets(labels, 10, seed=0))
+    assert set(targets[labels == 3].tolist()) == set(range(10)) - {3}
+
+
+def test_prototype_recogniser_picks_the_nearest_class_mean() -> None:
+    from hmcam.experiments.all_or_nothing import recogniser
+
+    # Features are the input of the last linear layer: here the images themselves, flattened.
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3))
+    images = torch.tensor([[0.0, 0.0], [0.2, 0.0], [1.0, 1.0], [0.8, 1.0], [0.0, 1.0], [0.0, 0.8]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    system = recogniser(network, images, labels, 3)
+    torch.testing.assert_close(system.prototypes, torch.tensor([[0.1, 0.0], [0.9, 1.0], [0.0, 0.9]]))
+    queries = torch.tensor([[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    assert system(queries).argmax(dim=1).tolist() == [0, 1, 2]
+    # logits are minus the squared distances: for the first query to prototype 0, 0^2 + 0.1^2.
+    assert float(system(queries)[0, 0]) == pytest.approx(-0.01, abs=1e-6)
+
+
+def test_few_sample_sets_and_fine_tuning(smoke_models: Path) -> None:
+    from hmcam.experiments.few_sample import IMAGES, adversarial_set, fine_tune
+
+    model = trained_zoo("smoke", smoke_models, labels=("LeNet",))["LeNet"]
+    images, labels = torch.rand(2 * IMAGES, 1, 28, 28), torch.randint(0, 10, (2 * IMAGES,))
+    drawn, drawn_labels = adversarial_set(model, SMOKE, "hmcam", 2, images, labels, seed=0)
+    assert drawn.shape == (2 * IMAGES, 1, 28, 28) and torch.equal(drawn_labels, labels[:IMAGES].repeat(2))
+    crafted, crafted_labels = adversarial_set(model, SMOKE, "pgd", 2, images, labels, seed=0)
+    assert crafted.shape == (2 * IMAGES, 1, 28, 28) and torch.equal(crafted_labels, labels)
+    assert float((crafted - images).abs().max()) <= SMOKE.eps + 1e-6
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    first, second = (fine_tune(model, images, labels, epochs=1, seed=3) for _ in range(2))
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)  # seeded order: the same weights twice
+    assert not torch.equal(next(first.parameters()), before[0])  # the copy was trained
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))  # the source was not
