@@ -5,6 +5,11 @@ same model on the same batch, plus S forward passes for HMCAM's Metropolis-Hasti
 not absolute times, are the targets: <= 1.05 for every attack. When torchattacks is installed
 (``pip install --no-deps torchattacks``; it needs scipy), our PGD is also timed against its PGD on
 the same model and batch, alternately, in the same run (target <= 1.05).
+
+Parallel chains: HMCAM's ``sample()`` with C chains per image (``--chains``, on ``--chain-batch``
+images) against its floor, the same gradient and forward passes on a batch of C x images; the time
+per chain-transition (seconds / (C x images x S)) should fall, then stay flat, as C grows, and the
+ratio to the floor stay near 1 for every C.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--chains", type=int, nargs="+", default=[1, 2, 4, 8], help="chain counts C to time")
+    parser.add_argument("--chain-batch", type=int, default=32, help="images per call in the chain timing")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = small_cnn()
@@ -106,6 +113,34 @@ def main() -> None:
             "gradient_evaluations": gradients,
             "extra_forwards": forwards,
         }
+    chain_results = {}
+    for chains in args.chains:
+        images, labels = x[: args.chain_batch], y[: args.chain_batch]
+        tiled = images.repeat(chains, 1, 1, 1)
+        tiled_labels = labels.repeat(chains)
+        sampler = HMCAM(model, eps, steps=inner, samples=samples, seed=0, chains=chains, momentum_refresh=1.0)
+
+        def chain_floor(tiled: torch.Tensor = tiled, tiled_labels: torch.Tensor = tiled_labels) -> None:
+            with attack_mode(model):
+                for _ in range(inner * samples):
+                    probe = tiled.clone().requires_grad_(True)
+                    loss = nn.functional.cross_entropy(model(probe), tiled_labels, reduction="none").sum()
+                    torch.autograd.grad(loss, probe)
+                for _ in range(samples):
+                    with torch.no_grad():
+                        model(tiled)
+
+        sample_times, floor_times = paired(
+            lambda sampler=sampler, images=images, labels=labels: sampler.sample(images, labels),
+            chain_floor,
+            args.repeats,
+        )
+        chain_results[str(chains)] = {
+            "seconds": round(min(sample_times), 4),
+            "floor_seconds": round(min(floor_times), 4),
+            "ratio": round(min(sample_times) / min(floor_times), 3),
+            "microseconds_per_chain_transition": round(1e6 * min(sample_times) / (chains * len(images) * samples), 1),
+        }
     report = {
         "device": "cpu",
         "threads": torch.get_num_threads(),
@@ -113,6 +148,7 @@ def main() -> None:
         "input": [1, 28, 28],
         "targets": {"every_attack_over_floor": 1.05, "pgd_over_torchattacks": 1.05},
         "attacks": results,
+        "hmcam_chains": {"images": args.chain_batch, "samples": samples, "steps": inner, "by_chains": chain_results},
     }
     try:
         import torchattacks
