@@ -52,3 +52,25 @@ def test_parallel_chains_keep_their_samples_and_report_mcmc_diagnostics(digits_c
     assert 1 <= summary["distinct_labels"] <= 10 and 0 < summary["distinct_samples"] <= 1
     # Any sample of any chain counts for the any-sample rate, all of them for the every-sample rate.
     assert summary["any_sample_success_rate"] >= summary["success_rate"] >= summary["all_samples_success_rate"]
+
+
+def test_streamed_samples_are_the_kept_samples_written_in_chunks(tmp_path, digits_correct, digits_model) -> None:
+    from hmcam.storage import load_tensors
+
+    x, y = digits_correct
+    settings = AttackSettings("hmcam", eps=0.15, steps=2, samples=5, chains=2, momentum_refresh=0.5)
+    kept = run_attack(digits_model, settings, x[:12], y[:12], batch_size=8, progress=False)
+    streamed = run_attack(
+        digits_model, settings, x[:12], y[:12], batch_size=8, progress=False, stream_to=tmp_path, chunk=2
+    )
+    assert streamed.samples is None
+    files = sorted(path.name for path in tmp_path.glob("*.safetensors"))
+    # Two batches (8 + 4 images), five transitions in chunks of two: files from transitions 0, 2 and 4.
+    assert files == [f"samples-{b:05d}-{s:05d}.safetensors" for b in (0, 1) for s in (0, 2, 4)]
+    for batch, images in ((0, slice(0, 8)), (1, slice(8, 12))):
+        parts = [load_tensors(tmp_path / f"samples-{batch:05d}-{s:05d}.safetensors")[0]["samples"] for s in (0, 2, 4)]
+        assert torch.equal(torch.cat(parts), kept.samples[:, :, images])
+    torch.testing.assert_close(streamed.adversarial, kept.adversarial)
+    for key in ("acceptance_rate", "loss_ess_median", "any_sample_success_rate", "all_samples_success_rate"):
+        assert streamed.summary[key] == kept.summary[key]
+    assert streamed.summary["mean_pairwise_l2"] is None and kept.summary["mean_pairwise_l2"] > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -87,13 +88,21 @@ class Recorder(ABC):
 
 
 class SequenceRecorder(Recorder):
-    """Keeps every transition and stacks them into a :class:`ChainResult`."""
+    """Keeps every transition and stacks them into a :class:`ChainResult`.
 
-    def __init__(self) -> None:
+    With ``sink``, each state is handed to ``sink(transition_index, state)`` as it is recorded and
+    only an empty stand-in is kept, so that memory does not grow with S (the states go to disk).
+    """
+
+    def __init__(self, sink: Callable[[int, Tensor], None] | None = None) -> None:
         self.transitions: list[Transition] = []
+        self.sink = sink
 
     @override
     def record(self, transition: Transition) -> None:
+        if self.sink is not None:
+            self.sink(len(self.transitions), transition.state)
+            transition = replace(transition, state=transition.state.new_empty(transition.state.shape[0], 0))
         self.transitions.append(transition)
 
     def result(self) -> ChainResult:
@@ -154,24 +163,30 @@ class ChainAttack(IterativeAttack):
             return energy_change / self.temperature
         return torch.zeros_like(energy_change)
 
-    def sample(self, x: Tensor, y: Tensor) -> ChainResult:
-        """The whole sequence of adversarial examples with its statistics: [S, B, ...], or [S, C, B, ...]."""
+    def sample(self, x: Tensor, y: Tensor, sink: Callable[[int, Tensor], None] | None = None) -> ChainResult:
+        """The whole sequence of adversarial examples with its statistics: [S, B, ...], or [S, C, B, ...].
+
+        With ``sink``, every sample is passed to ``sink(s, sample)`` as soon as transition s is made
+        (``sample`` is [B, ...] or [C, B, ...], in the caller's dtype) and not kept: the result's
+        ``samples`` are then empty ([S, B, 0] or [S, C, B, 0]) and memory stays flat in S.
+        """
 
         def body(ball: Ball, labels: Tensor, generator: torch.Generator | None) -> ChainResult:
-            recorder = SequenceRecorder()
             tiled = ball.tile(self.chains)
+            batch = ball.center.shape[0]
+
+            def split(values: Tensor) -> Tensor:
+                return values if self.chains == 1 else values.reshape(self.chains, batch, *values.shape[1:])
+
+            streamed = None if sink is None else lambda index, state: sink(index, split(tiled.finish(state)))
+            recorder = SequenceRecorder(streamed)
             self.chain(tiled, _tile(labels, self.chains), generator, recorder)
             result = recorder.result()
-            result = replace(result, samples=torch.stack([tiled.finish(state) for state in result.samples]))
+            if sink is None:
+                result = replace(result, samples=torch.stack([tiled.finish(state) for state in result.samples]))
             if self.chains == 1:
                 return result
-            batch = ball.center.shape[0]
-            return ChainResult(
-                *(
-                    value.reshape(value.shape[0], self.chains, batch, *value.shape[2:])
-                    for value in (getattr(result, field.name) for field in fields(ChainResult))
-                )
-            )
+            return ChainResult(*(torch.stack([split(v) for v in getattr(result, f.name)]) for f in fields(ChainResult)))
 
         return self.guarded(x, y, body)
 

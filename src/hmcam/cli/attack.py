@@ -13,6 +13,9 @@ from hmcam.cli.common import (
     checkpoint_and_data,
 )
 
+#: Chain samples larger than this are streamed to disk even without --stream.
+STREAM_ABOVE_BYTES = 512 * 2**20
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``attack`` subcommand."""
@@ -21,6 +24,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_data_options(parser)
     add_attack_options(parser, "hmcam")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="write chain samples to OUT/samples in chunks as they are drawn (memory flat in S); automatic above "
+        f"{STREAM_ABOVE_BYTES // 2**20} MiB of samples",
+    )
     parser.set_defaults(run=run)
 
 
@@ -34,7 +43,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = check_output_folder(args.out)
     model, _, test = checkpoint_and_data(args)
     settings = attack_settings(args)
-    run = run_attack(model, settings, test.images, test.labels, batch_size=args.batch_size)
+    size = test.images.numel() * test.images.element_size() * settings.samples * settings.chains
+    stream = args.stream or (settings.name in ("hmcam", "hmc") and size > STREAM_ABOVE_BYTES)
+    run = run_attack(
+        model,
+        settings,
+        test.images,
+        test.labels,
+        batch_size=args.batch_size,
+        stream_to=out / "samples" if stream else None,
+    )
     tensors = {"adversarial": run.adversarial, "labels": test.labels}
     if run.samples is not None:
         tensors["samples"] = run.samples
@@ -52,4 +70,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         test.info.class_names or [str(i) for i in range(test.info.num_classes)],
         f"{settings.name}, {settings.norm} eps = {settings.eps}",
     )
-    return {"out": str(out), "files": ["adversarial.safetensors", "summary.json", "grid.png"], **run.summary}
+    files = ["adversarial.safetensors", "summary.json", "grid.png"] + (["samples/"] if stream else [])
+    return {"out": str(out), "files": files, **run.summary}

@@ -145,7 +145,11 @@ class ChainDiagnostics:
 
 
 def diagnose(result: ChainResult) -> ChainDiagnostics:
-    """The :class:`ChainDiagnostics` of one ``sample()`` result; ESS and R-hat are NaN when S < 4 (R-hat when C < 2)."""
+    """The :class:`ChainDiagnostics` of one ``sample()`` result; NaN where undefined.
+
+    ESS and R-hat are NaN when S < 4 (R-hat also when C < 2), the distances when the samples were
+    streamed to disk rather than kept.
+    """
     chains = result.chains
     batch = result.accepted.shape[-1]
 
@@ -160,6 +164,9 @@ def diagnose(result: ChainResult) -> ChainDiagnostics:
     success_ess, success_rhat = trace_statistics(result.success.float())
     samples = _pooled(result.samples, chains)
     predictions = _pooled(result.prediction, chains)
+    # Samples streamed to disk (``sample(..., sink=...)``) leave no pixels to measure distances on.
+    streamed = samples[0, 0].numel() == 0
+    unmeasured = torch.full((batch,), math.nan, dtype=torch.float64)
     accepted = result.accepted.flatten(1).sum(dim=1).cpu()
     return ChainDiagnostics(
         accepted=accepted,
@@ -170,6 +177,6 @@ def diagnose(result: ChainResult) -> ChainDiagnostics:
         success_rhat=success_rhat,
         distinct_labels=distinct_labels(predictions).cpu().double(),
         label_entropy=label_entropy(predictions).cpu().double(),
-        pairwise_distance=mean_pairwise_distance(samples).cpu().double(),
-        distinct_samples=distinct_fraction(samples).cpu().double(),
+        pairwise_distance=unmeasured if streamed else mean_pairwise_distance(samples).cpu().double(),
+        distinct_samples=unmeasured if streamed else distinct_fraction(samples).cpu().double(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from hmcam.attacks import Attack, ChainAttack, attack_mode, get_attack
 from hmcam.attacks.norms import NORMS
 from hmcam.evaluation import predict
 from hmcam.evaluation.sampling import ChainDiagnostics, diagnose
+from hmcam.storage import save_tensors
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,39 @@ class AttackSettings:
         )
 
 
+class ChunkWriter:
+    """Writes one batch's chain samples to ``folder``, ``chunk`` transitions per file, keeping only the last sample.
+
+    Files are ``samples-BATCH-FIRST.safetensors`` (BATCH and FIRST, the batch and its first
+    transition, zero-padded), each a tensor ``samples`` of [transitions, (C,) b, ...].
+    """
+
+    def __init__(self, folder: Path, batch: int, chunk: int) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 transition, got {chunk}")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.batch, self.chunk = folder, batch, chunk
+        self.pending: list[Tensor] = []
+        self.first = 0
+        self.last: Tensor | None = None
+
+    def add(self, index: int, sample: Tensor) -> None:
+        """Take the sample of transition ``index``; write the pending ones once there are ``chunk``."""
+        self.pending.append(sample)
+        self.last = sample
+        if len(self.pending) == self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending samples, if any."""
+        if not self.pending:
+            return
+        path = self.folder / f"samples-{self.batch:05d}-{self.first:05d}.safetensors"
+        save_tensors(path, {"samples": torch.stack(self.pending)}, {"batch": self.batch, "first": self.first})
+        self.first += len(self.pending)
+        self.pending = []
+
+
 @dataclass(frozen=True)
 class AttackRun:
     """Adversarial examples for a dataset slice, the full chains when the attack samples, and a summary."""
@@ -83,6 +118,8 @@ def run_attack(
     *,
     batch_size: int = 128,
     progress: bool = True,
+    stream_to: str | Path | None = None,
+    chunk: int = 16,
 ) -> AttackRun:
     """Attack ``images`` batch by batch and measure what the paper reports.
 
@@ -91,25 +128,39 @@ def run_attack(
     adds the any-sample and every-sample success rates over all chains and samples, and the sampling
     diagnostics of :mod:`hmcam.evaluation.sampling` (acceptance per transition, ESS and R-hat of the
     loss and success traces, diversity); ``adversarial`` is the last state of the first chain.
+
+    ``stream_to`` (chain attacks): write the samples to that folder as they are drawn, ``chunk``
+    transitions per file (``samples-BATCH-FIRST.safetensors``, a tensor ``samples`` of
+    [transitions, (C,) b, ...]), never holding more than ``chunk`` transitions of one batch; the
+    run's ``samples`` is then None and the distance-based diversity is not measured.
     """
     attack = settings.build(model)
     wanted = labels
     if settings.targeted:
         with attack_mode(model), torch.no_grad():
             wanted = (labels + 1) % model(images[:1]).shape[1]
-    adversarial, chains, diagnostics = [], [], []
+    adversarial, chains, diagnostics, successes = [], [], [], []
     started = time.perf_counter()
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc=settings.name, unit="batch", disable=not progress):
         x = images[start : start + batch_size]
         y = wanted[start : start + batch_size]
-        if isinstance(attack, ChainAttack):
-            result = attack.sample(x, y)
-            chains.append(result.samples)
-            diagnostics.append(diagnose(result))
-            adversarial.append(result.samples[-1, 0] if result.chains > 1 else result.samples[-1])
-        else:
+        if not isinstance(attack, ChainAttack):
             adversarial.append(attack(x, y))
+            continue
+        writer = ChunkWriter(Path(stream_to), start // batch_size, chunk) if stream_to is not None else None
+        result = attack.sample(x, y) if writer is None else attack.sample(x, y, sink=writer.add)
+        if writer is None:
+            chains.append(result.samples)
+            last = result.samples[-1]
+        else:
+            writer.flush()
+            assert writer.last is not None  # samples >= 1
+            last = writer.last
+        adversarial.append(last[0] if result.chains > 1 else last)
+        diagnostics.append(diagnose(result))
+        # [S, B] or [S, C, B]: every sample of every chain counts for the any- and every-sample rates.
+        successes.append(result.success.flatten(0, 1) if result.chains > 1 else result.success)
     seconds = time.perf_counter() - started
     adversarial_images = torch.cat(adversarial)
     # Chain samples are [S, B, ...], or [S, C, B, ...] with C > 1 chains: the batch is after the sample dimensions.
@@ -130,7 +181,7 @@ def run_attack(
         "eps": settings.eps if attack.uses_eps else None,
         "norm": attack.norm.name,
         "steps": settings.steps,
-        "samples": settings.samples if samples is not None else None,
+        "samples": settings.samples if successes else None,
         "targeted": settings.targeted,
         "examples": len(images),
         "clean_accuracy": float(correct.float().mean()),
@@ -140,12 +191,10 @@ def run_attack(
         "mean_linf": float(NORMS["linf"].measure(delta).mean()),
         "mean_l2": float(NORMS["l2"].measure(delta).mean()),
     }
-    if samples is not None:
-        sample_prediction = predict(model, samples, sample_dims=sample_dims)
-        sample_hits = sample_prediction == wanted if settings.targeted else sample_prediction != labels
-        if sample_hits.dim() == 3:  # [S, C, B]: every chain's samples count
-            sample_hits = sample_hits.flatten(0, 1)
+    if successes:
+        sample_hits = torch.cat(successes, dim=1)
         summary["chains"] = getattr(attack, "chains", 1)
+        summary["streamed_to"] = None if stream_to is None else str(stream_to)
         summary.update(ChainDiagnostics.join(diagnostics).summary())
         summary["any_sample_success_rate"] = (
             float(sample_hits.any(0)[eligible].float().mean()) if eligible.any() else None
