@@ -14,7 +14,7 @@ from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
 from hmcam.evaluation import predict
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, attack_images, get_attack_scale
+from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, attack_images, get_attack_scale
 from hmcam.experiments.statistics import VERDICTS
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
@@ -44,7 +44,7 @@ def runs(smoke_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """Every attack experiment at smoke scale, on the session's smoke zoo."""
     out = tmp_path_factory.mktemp("attack-experiments")
     return {
-        name: experiment.run(SMOKE, out / name, models_dir=smoke_models, progress=False)
+        name: experiment.run(SMOKE, RunOptions(out / name, models_dir=smoke_models, progress=False))
         for name, experiment in ATTACK_EXPERIMENTS.items()
     }
 
@@ -107,7 +107,7 @@ def test_a_second_run_reuses_the_cached_attacks(runs, smoke_models: Path) -> Non
     out = Path(runs["iterations"]["out"])
     cache = sorted((out / "cache").iterdir())
     stamps = [path.stat().st_mtime_ns for path in cache]
-    again = ATTACK_EXPERIMENTS["iterations"].run(SMOKE, out, models_dir=smoke_models, progress=False)
+    again = ATTACK_EXPERIMENTS["iterations"].run(SMOKE, RunOptions(out, models_dir=smoke_models, progress=False))
     assert [path.stat().st_mtime_ns for path in cache] == stamps
     assert again["rows"] == runs["iterations"]["rows"]
 

@@ -87,7 +87,7 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     from hmcam.experiments.registry import ATTACK_EXPERIMENTS as REGISTERED
-    from hmcam.experiments.setup import get_attack_scale
+    from hmcam.experiments.setup import RunOptions, get_attack_scale
 
     out = check_output_folder(args.out)
     models = check_output_folder(args.models) if args.models is not None else None
@@ -98,9 +98,8 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
         scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
     if args.images is not None:
         scale = dataclasses.replace(scale, images=args.images)
-    result = REGISTERED[args.experiment].run(
-        scale, out, device=args.device, data_root=args.data_root, models_dir=models, progress=not args.no_progress
-    )
+    options = RunOptions(out, args.device, args.data_root, models, not args.no_progress)
+    result = REGISTERED[args.experiment].run(scale, options)
     return {
         "out": result["out"],
         "report": str(out / "report.md"),

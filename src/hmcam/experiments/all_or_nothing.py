@@ -13,7 +13,6 @@ example each) at the same budget.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,16 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.evaluation import predict
-from hmcam.experiments.setup import AttackScale, adversarial_examples, bench, cached, claim_table, jobs, write_outputs
+from hmcam.experiments.setup import (
+    AttackScale,
+    RunOptions,
+    adversarial_examples,
+    bench,
+    cached,
+    claim_table,
+    jobs,
+    write_outputs,
+)
 from hmcam.experiments.targeted import TARGETED_EPS, random_targets
 
 #: S of the HMCAM sequence (the paper: 5).
@@ -70,25 +78,17 @@ def recogniser(network: nn.Module, images: Tensor, labels: Tensor, classes: int)
     return PrototypeRecogniser(network, prototypes).eval()
 
 
-def run_all_or_nothing(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run the all-or-nothing experiment at ``scale`` into ``out``: success counts per method, and the report."""
     from hmcam.data import load_dataset
     from hmcam.reporting.tables import markdown_table
     from hmcam.training.validation import fetch
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     budget, pairs, gallery = SIZES.get(scale.name, SIZES["small"])
     eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
-    train = load_dataset(scale.dataset, "train", root=data_root, limit=gallery)
+    train = load_dataset(scale.dataset, "train", root=options.data_root, limit=gallery)
     train_images, train_labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))
     classes = int(train_labels.max()) + 1
     white, black = setup.sources[0], setup.sources[1 % len(setup.sources)]
@@ -97,7 +97,7 @@ def run_all_or_nothing(
     targets = random_targets(labels, classes, seed=1)
     methods = ("pgd", "mpgd", "hmcam")
     outcomes: dict[str, dict[str, Tensor]] = {}
-    for method in jobs(methods, "all-or-nothing", progress):
+    for method in jobs(methods, "all-or-nothing", options.progress):
 
         def compute(method: str = method) -> dict[str, Tensor]:
             found: dict[str, list[Tensor]] = {

@@ -19,7 +19,6 @@ the figure.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +37,7 @@ from hmcam.evaluation.sampling import (
     label_entropy,
     mean_pairwise_distance,
 )
-from hmcam.experiments.setup import AttackScale, bench, claim_table, write_outputs
+from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, write_outputs
 from hmcam.experiments.statistics import verdict
 
 #: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator).
@@ -106,21 +105,13 @@ def _embedding(points: Tensor) -> Tensor:
     return torch.from_numpy(embedding)
 
 
-def run_diversity(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 1 at ``scale`` into ``out``: diversity, strength and diagnostics per generator, t-SNE, report."""
     from hmcam.reporting.figures import save_embedding
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     count, chains, transitions = SIZES.get(scale.name, SIZES["small"])
     source = setup.sources[0]
     others = [label for label in setup.sources if label != source]

@@ -9,7 +9,6 @@ model left out. HMCAM is compared with M-PGD on each hold-out by a paired bootst
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from hmcam.experiments.setup import (
     ATTACK_LABELS,
     TABLE_ATTACKS,
     AttackScale,
+    RunOptions,
     adversarial_examples,
     bench,
     cached,
@@ -40,24 +40,16 @@ PAPER_TABLE_3 = {
 }
 
 
-def run_ensemble(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 3 at ``scale`` into ``out``: success on each ensemble and its hold-out, intervals, report."""
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     hits: dict[tuple[str, str], Tensor] = {}
     ensemble_correct: dict[str, Tensor] = {}
     runs = [(held, attack) for held in setup.targets for attack in TABLE_ATTACKS]
-    for held, attack in jobs(runs, "ensemble", progress):
+    for held, attack in jobs(runs, "ensemble", options.progress):
         members = [setup.models[label] for label in setup.targets if label != held]
         ensemble = Ensemble(members).eval()
         ensemble_correct[held] = (predict(ensemble, setup.images) == setup.labels).cpu()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,16 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.evaluation import predict
-from hmcam.experiments.setup import AttackScale, adversarial_examples, bench, cached, claim_table, jobs, write_outputs
+from hmcam.experiments.setup import (
+    AttackScale,
+    RunOptions,
+    adversarial_examples,
+    bench,
+    cached,
+    claim_table,
+    jobs,
+    write_outputs,
+)
 from hmcam.experiments.statistics import verdict
 
 #: The images d whose adversarial examples are mixed in (the paper: 50).
@@ -68,26 +76,18 @@ def adversarial_set(
     return crafted, labels[:count]
 
 
-def run_few_sample(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 4 at ``scale`` into ``out``: M-PGD success on each retrained model against S, curves and report."""
     from hmcam.data import load_dataset
     from hmcam.reporting.figures import save_curve_panels
     from hmcam.reporting.tables import markdown_table
     from hmcam.training.validation import fetch
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     sweep, clean_count, epochs = SIZES.get(scale.name, SIZES["small"])
     largest = IMAGES * max(sweep)
-    train = load_dataset(scale.dataset, "train", root=data_root, limit=clean_count + largest)
+    train = load_dataset(scale.dataset, "train", root=options.data_root, limit=clean_count + largest)
     images, labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))
     # The clean subset and the images the attacks start from are disjoint: the first d S are attacked.
     pool_images, pool_labels = images[:largest], labels[:largest]
@@ -102,7 +102,7 @@ def run_few_sample(
 
     success: dict[tuple[str, int], float] = {}
     runs = [("clean", 0)] + [(generator, samples) for generator in GENERATORS for samples in sweep]
-    for generator, samples in jobs(runs, "few-sample", progress):
+    for generator, samples in jobs(runs, "few-sample", options.progress):
 
         def compute(generator: str = generator, samples: int = samples) -> dict[str, Tensor]:
             rates = []

@@ -10,7 +10,6 @@ N = 10 beats PGD with N = 100 black-box").
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from hmcam.experiments.setup import (
     ATTACK_LABELS,
     AttackScale,
     Bench,
+    RunOptions,
     bench,
     cached,
     claim_table,
@@ -38,21 +38,13 @@ def _rates(setup: Bench, hits: Tensor) -> Tensor:
     return torch.stack([hits[:, j, setup.correct[t]].float().mean() for j, t in enumerate(setup.targets)])
 
 
-def run_iterations(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 2 at ``scale`` into ``out``: success per N, white- and black-box, the curves and the report."""
     from hmcam.reporting.figures import save_curve_panels
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     largest = MAX_STEPS.get(scale.name, 10)
     steps = list(range(1, largest + 1))
 
@@ -62,7 +54,7 @@ def run_iterations(
     runs = [(source, attack, n) for source in setup.sources for attack in ("mpgd", "hmcam") for n in steps]
     runs += [(source, "pgd", 10 * largest) for source in setup.sources]
     rates: dict[tuple[str, str, int], Tensor] = {}
-    for source, attack, n in jobs(runs, "iterations", progress):
+    for source, attack, n in jobs(runs, "iterations", options.progress):
 
         def compute(source: str = source, attack: str = attack, n: int = n) -> dict[str, Tensor]:
             chosen = [settings(attack, n, seed) for seed in scale.seeds]

@@ -18,7 +18,7 @@ from hmcam.experiments.transfer import run_transfer
 
 @dataclass(frozen=True)
 class AttackExperiment:
-    """An attack experiment: what of the paper it reproduces, and ``run(scale, out, **options)``."""
+    """An attack experiment: what of the paper it reproduces, and ``run(scale, options)``."""
 
     reproduces: str
     run: Callable[..., dict[str, Any]]

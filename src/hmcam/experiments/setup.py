@@ -111,14 +111,36 @@ class Bench:
     correct: dict[str, Tensor]
 
 
-def bench(scale: AttackScale, models_dir: Path, *, device: str, data_root: str | None, progress: bool) -> Bench:
-    """Train (or reload) the scale's zoo into ``models_dir`` and load the attacked images."""
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how an attack experiment runs: its folder, device, data and model folders, progress bars.
+
+    ``models_dir`` holds the trained zoo, shared between experiments given the same folder
+    (default: ``out / "models"``).
+    """
+
+    out: Path
+    device: str = "cpu"
+    data_root: str | None = None
+    models_dir: Path | None = None
+    progress: bool = True
+
+    @property
+    def models(self) -> Path:
+        """The folder of the trained zoo."""
+        return self.models_dir if self.models_dir is not None else self.out / "models"
+
+
+def bench(scale: AttackScale, options: RunOptions) -> Bench:
+    """Train (or reload) the scale's zoo into ``options.models`` and load the attacked images."""
     from hmcam.evaluation import predict
     from hmcam.experiments.zoo import ZOOS, trained_zoo
     from hmcam.training.distributed import resolve_device
 
-    models = trained_zoo(scale.zoo, models_dir, device=device, data_root=data_root, progress=progress)
-    images, labels = attack_images(scale, data_root, resolve_device(device))
+    models = trained_zoo(
+        scale.zoo, options.models, device=options.device, data_root=options.data_root, progress=options.progress
+    )
+    images, labels = attack_images(scale, options.data_root, resolve_device(options.device))
     entries = ZOOS[scale.zoo]
     return Bench(
         models=models,

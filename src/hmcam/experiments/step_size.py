@@ -12,7 +12,6 @@ what "insensitive to the step size" then means.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from hmcam.attacks.loop import StepRule
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     AttackScale,
+    RunOptions,
     bench,
     cached,
     claim_table,
@@ -79,21 +79,13 @@ def capped_fractions(
     return [statistics.fmean(values) for values in attack.capped]
 
 
-def run_step_size(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 3 at ``scale`` into ``out``: success against alpha, the capped fractions, curves and report."""
     from hmcam.reporting.figures import save_curve_panels
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
 
     def settings(attack: str, factor: float, seed: int) -> Any:
         if attack == "hmcam":
@@ -107,7 +99,7 @@ def run_step_size(
     runs = [
         (source, attack, factor) for source in setup.sources for attack in ("mpgd", "hmcam") for factor in ALPHA_FACTORS
     ]
-    for source, attack, factor in jobs(runs, "step-size", progress):
+    for source, attack, factor in jobs(runs, "step-size", options.progress):
 
         def compute(source: str = source, attack: str = attack, factor: float = factor) -> dict[str, Tensor]:
             chosen = [settings(attack, factor, seed) for seed in scale.seeds]

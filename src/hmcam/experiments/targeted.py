@@ -9,7 +9,6 @@ of its last sample, and the share of images where any sample hits is reported be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,16 @@ from torch import Tensor
 
 from hmcam.attacks import ChainAttack
 from hmcam.evaluation import predict
-from hmcam.experiments.setup import AttackScale, adversarial_examples, bench, cached, claim_table, jobs, write_outputs
+from hmcam.experiments.setup import (
+    AttackScale,
+    RunOptions,
+    adversarial_examples,
+    bench,
+    cached,
+    claim_table,
+    jobs,
+    write_outputs,
+)
 from hmcam.experiments.statistics import paired_bootstrap, verdict
 
 #: The targeted radius per scale: twice the adversarially trained model's eps (the paper: 16/255 against 4/255).
@@ -43,20 +51,12 @@ def random_targets(labels: Tensor, classes: int, seed: int) -> Tensor:
     return (labels + shift) % classes
 
 
-def run_targeted(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 8 at ``scale`` into ``out``: targeted success per attack and step count, and the report."""
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    setup = bench(scale, Path(models_dir or out / "models"), device=device, data_root=data_root, progress=progress)
+    out = options.out
+    setup = bench(scale, options)
     eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
     counts = STEP_COUNTS.get(scale.name, (10, 100))
     victims = setup.adversarial or setup.targets[:1]
@@ -65,7 +65,7 @@ def run_targeted(
     targets = random_targets(setup.labels, classes, seed=0)
     hits: dict[tuple[str, str, int], Tensor] = {}
     runs = [(victim, attack, steps) for victim in victims for attack in ATTACKS for steps in counts]
-    for victim, attack, steps in jobs(runs, "targeted", progress):
+    for victim, attack, steps in jobs(runs, "targeted", options.progress):
 
         def compute(victim: str = victim, attack: str = attack, steps: int = steps) -> dict[str, Tensor]:
             model = setup.models[victim]

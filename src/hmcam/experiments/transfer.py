@@ -23,6 +23,7 @@ from hmcam.experiments.setup import (
     TABLE_ATTACKS,
     AttackScale,
     Bench,
+    RunOptions,
     bench,
     cached,
     claim_table,
@@ -105,23 +106,14 @@ def outcomes(scale: AttackScale, out: Path, setup: Bench, progress: bool) -> dic
     return hits
 
 
-def run_transfer(
-    scale: AttackScale,
-    out: str | Path,
-    *,
-    device: str = "cpu",
-    data_root: str | None = None,
-    models_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 2 at ``scale`` into ``out``: the success matrix, heatmaps, HMCAM's intervals and the report."""
     from hmcam.reporting.figures import save_heatmaps
     from hmcam.reporting.tables import markdown_table
 
-    out = Path(out)
-    models = Path(models_dir) if models_dir is not None else out / "models"
-    setup = bench(scale, models, device=device, data_root=data_root, progress=progress)
-    hits = outcomes(scale, out, setup, progress)
+    out = options.out
+    setup = bench(scale, options)
+    hits = outcomes(scale, out, setup, options.progress)
     sources, targets, adversarial, correct = setup.sources, setup.targets, setup.adversarial, setup.correct
     rows, matrix = [], {}
     for attack in TABLE_ATTACKS:
