@@ -1,17 +1,17 @@
-"""Shared checks of the adversarial training methods (Free, YOPO, fast, TRADES), and their process entry point.
+"""Shared checks of the adversarial training methods, and their process entry point.
 
-Tests load this file by its path (:func:`load`), so that the natural baseline it caches is trained
-once per session. Run as a script, ``python helpers.py CONFIG_JSON [--resume]`` trains the inline
-JSON configuration and prints the summary from rank 0, as ``tests/training/run_training.py`` does;
-with ``HMCAM_TEST_KILL_AT=EPOCH:BATCH`` in the environment the process sends itself SIGKILL right
-after that minibatch (0-based) has been trained, a kill in the middle of an epoch at a known point
-rather than one timed by a progress bar.
+Tests get this module from the ``helpers`` fixture (``conftest.py``), which loads it once by its
+path, so that the natural baseline it caches is trained once per session. Run as a script,
+``python helpers.py CONFIG_JSON [--resume]`` trains the inline JSON configuration and prints the
+summary from rank 0, as ``tests/training/run_training.py`` does; with
+``HMCAM_TEST_KILL_AT=EPOCH:BATCH`` in the environment the process sends itself SIGKILL right after
+that minibatch (0-based) has been trained, a kill in the middle of an epoch at a known point rather
+than one timed by a progress bar.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import signal
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -69,18 +68,6 @@ ROBUST = dict(
 NATURAL_EPOCHS = 12
 
 
-def load() -> ModuleType:
-    """The helpers module, loaded once per process under a fixed name (tests are no importable package)."""
-    name = "hmcam_method_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _command(config: dict[str, Any], *extra: str) -> list[str]:
     return [sys.executable, str(Path(__file__)), json.dumps(config), *extra]
 
@@ -112,6 +99,13 @@ def assert_resumes_exactly(tmp_path: Path, config: dict[str, Any], kill_at: tupl
     expected, found = weights(tmp_path / "reference"), weights(out)
     assert expected.keys() == found.keys()
     assert [name for name in expected if not torch.equal(expected[name], found[name])] == []
+    # The trainer state too, method state included (RNG states differ: the killed run reseeded nothing, but
+    # its streams were restored, not continued, in a new process).
+    expected, _ = load_tensors(tmp_path / "reference" / "state.safetensors")
+    found, _ = load_tensors(out / "state.safetensors")
+    assert expected.keys() == found.keys()
+    compared = [name for name in expected if not name.startswith("rank0.rng")]
+    assert [name for name in compared if not torch.equal(expected[name], found[name])] == []
 
     def untimed(path: Path) -> list[dict[str, Any]]:
         lines = path.read_text().splitlines()
@@ -127,10 +121,10 @@ def _free_port() -> int:
         return port
 
 
-def max_weight_difference_of_two_processes(tmp_path: Path, config: dict[str, Any]) -> float:
-    """Train ``config`` in one process and in two gloo processes under torchrun; the largest weight difference.
+def two_process_runs(tmp_path: Path, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``config`` in one process (``tmp_path/single``) and in two gloo processes under torchrun (``/ddp``).
 
-    Also checks that both runs took the same steps and counted the same passes.
+    Returns both summaries, after checking that both runs took the same steps and counted the same passes.
     """
     single = train(TrainConfig(**config, out=str(tmp_path / "single")))
     command = [
@@ -143,10 +137,16 @@ def max_weight_difference_of_two_processes(tmp_path: Path, config: dict[str, Any
         *_command(dict(config, out=str(tmp_path / "ddp")))[1:],
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr[-12000:]
+    summary: dict[str, Any] = json.loads(result.stdout)
     assert summary["world_size"] == 2 and summary["steps"] == single["steps"]
     assert summary["final"]["passes"] == pytest.approx(single["final"]["passes"], rel=1e-9)
+    return single, summary
+
+
+def max_weight_difference_of_two_processes(tmp_path: Path, config: dict[str, Any]) -> float:
+    """The largest weight difference between ``config`` trained in one process and in two (:func:`two_process_runs`)."""
+    two_process_runs(tmp_path, config)
     expected, found = weights(tmp_path / "single"), weights(tmp_path / "ddp")
     return max((expected[name] - found[name]).abs().max().item() for name in expected)
 

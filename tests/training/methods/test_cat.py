@@ -5,13 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -29,7 +22,6 @@ from hmcam.training.methods.cat import ChainTraining, initial_perturbation
 from hmcam.training.validation import accuracies
 
 SINGLE = DistributedContext(0, 1, 0, torch.device("cpu"), None)
-RUNNER = Path(__file__).resolve().parents[1] / "run_training.py"
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -351,77 +343,19 @@ RESUME_CONFIG = dict(
     eval_steps=2,
     seed=3,
     deterministic=True,
+    progress=False,
     device="cpu",
 )
-BATCHES = 256 // 32
-KILL_AT = re.compile(rf"epoch 2/3:.*?\|\s*([1-{BATCHES - 1}])/{BATCHES}")
-TIMEOUT = 240
-
-
-def _entry_point(config: dict, *extra: str) -> list[str]:
-    return [sys.executable, str(RUNNER), json.dumps(config), *extra]
-
-
-def _kill_in_epoch_two(config: dict) -> None:
-    """Start training and SIGKILL it while the progress bar shows epoch 2 partly done."""
-    process = subprocess.Popen(
-        _entry_point(dict(config, progress=True)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    seen = bytearray()
-    killed = threading.Event()
-
-    def watch() -> None:
-        while chunk := os.read(process.stderr.fileno(), 4096):
-            seen.extend(chunk)
-            if not killed.is_set() and KILL_AT.search(seen.decode(errors="replace")):
-                process.send_signal(signal.SIGKILL)
-                killed.set()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    try:
-        process.wait(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    reader.join(timeout=5)
-    assert killed.is_set(), f"training ended before it could be killed:\n{seen.decode(errors='replace')[-2000:]}"
-    assert process.returncode == -signal.SIGKILL
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_chains_and_omega_tilde(tmp_path: Path) -> None:
-    train(TrainConfig(**RESUME_CONFIG, out=str(tmp_path / "reference"), progress=False))
-    killed = dict(RESUME_CONFIG, out=str(tmp_path / "killed"))
-    _kill_in_epoch_two(killed)
-    _, meta = load_tensors(tmp_path / "killed" / "state.safetensors")
-    assert (meta["epoch"], meta["step"]) == (1, BATCHES * 2)
-
-    result = subprocess.run(
-        _entry_point(dict(killed, progress=False), "--resume"), capture_output=True, text=True, timeout=TIMEOUT
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["resumed_from_epoch"] == 1
-
-    for name in ("last.safetensors", "state.safetensors"):
-        expected, _ = load_tensors(tmp_path / "reference" / name)
-        found, _ = load_tensors(tmp_path / "killed" / name)
-        compared = [k for k in expected if not k.startswith("rank0.rng")] if name == "state.safetensors" else expected
-        assert expected.keys() == found.keys()
-        assert [k for k in compared if not torch.equal(expected[k], found[k])] == []
-    assert {"examples.chain", "examples.momentum", "examples.chain_started"} <= expected.keys()
-    assert any(k.startswith("shared.previous.") for k in expected)
-
-    def untimed(run: Path) -> list[dict]:
-        return [{k: v for k, v in record.items() if "seconds" not in k} for record in _metrics(run)]
-
-    assert untimed(tmp_path / "killed") == untimed(tmp_path / "reference")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_chains_and_omega_tilde(helpers, tmp_path: Path) -> None:
+    # Killed after the fourth minibatch of the second epoch; weights, metrics and the whole trainer state
+    # (chains, momenta, start epochs, omega~) must come out as in an uninterrupted run.
+    helpers.assert_resumes_exactly(tmp_path, RESUME_CONFIG, kill_at=(1, 3))
+    state, _ = load_tensors(tmp_path / "killed" / "state.safetensors")
+    assert {"examples.chain", "examples.momentum", "examples.chain_started"} <= state.keys()
+    assert any(name.startswith("shared.previous.") for name in state)
 
 
 # An MLP has neither batch norm nor dropout, so two processes on halves of each global batch make the
@@ -446,23 +380,9 @@ PROCESSES_CONFIG = dict(
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_make_the_chains_and_weights_of_one_process(tmp_path: Path) -> None:
-    single = train(TrainConfig(**PROCESSES_CONFIG, out=str(tmp_path / "single")))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(RUNNER),
-        json.dumps(dict(PROCESSES_CONFIG, out=str(tmp_path / "ddp"))),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
-    assert summary["world_size"] == 2 and summary["steps"] == single["steps"] == 2 * 8 * 2
-    assert summary["final"]["passes"] == pytest.approx(single["final"]["passes"]) == 8 * (2 * 3 + 2 / 3)
+def test_two_gloo_processes_make_the_chains_and_weights_of_one_process(helpers, tmp_path: Path) -> None:
+    single, summary = helpers.two_process_runs(tmp_path, PROCESSES_CONFIG)
+    assert summary["steps"] == 2 * 8 * 2 and summary["final"]["passes"] == pytest.approx(8 * (2 * 3 + 2 / 3))
 
     reference, _ = load_tensors(tmp_path / "single" / "state.safetensors")
     state, meta = load_tensors(tmp_path / "ddp" / "state.safetensors")

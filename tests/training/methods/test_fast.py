@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,18 +16,6 @@ from hmcam.storage import load_tensors
 from hmcam.training import TrainConfig, Trainer, build_method, train
 from hmcam.training.methods import Batch, FastTraining, StepContext
 from hmcam.training.methods.fast import FAST_STREAM, global_batch_noise
-
-
-def _helpers():
-    name = "hmcam_method_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
 
 
 def test_defaults_step_and_cost() -> None:
@@ -129,12 +115,12 @@ def test_with_a_gradient_scaler_the_update_is_unchanged_and_the_scale_round_trip
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_exactly(tmp_path: Path) -> None:
+def test_a_sigkilled_run_resumes_exactly(helpers, tmp_path: Path) -> None:
     helpers.assert_resumes_exactly(tmp_path, dict(helpers.TINY, method="fast", method_kwargs={"eps": 0.1}))
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one(helpers, tmp_path: Path) -> None:
     # Every example's start is a function of (seed, epoch, minibatch): measured 3.6e-8 and 3.0e-8 (seeds 5, 6).
     # The bar leaves room for a sign that rounding flips on another machine (a pixel moved by 2.5 eps).
     config = dict(helpers.TINY, method="fast", method_kwargs={"eps": 0.1}, train_limit=256)
@@ -142,7 +128,9 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision and its gradient scaler run on CUDA")
-def test_on_cuda_the_scaler_state_is_shared_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_cuda_the_scaler_state_is_shared_and_resumed(
+    helpers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = dict(helpers.TINY, method="fast", method_kwargs={"eps": 0.1}, device="cuda", channels_last=False)
     reference = train(TrainConfig(**config, out=str(tmp_path / "reference")))
     tensors, _ = load_tensors(tmp_path / "reference" / "state.safetensors")
@@ -167,7 +155,7 @@ def test_on_cuda_the_scaler_state_is_shared_and_resumed(tmp_path: Path, monkeypa
 
 
 @pytest.mark.slow
-def test_fast_training_is_more_robust_than_natural_training_on_the_same_budget(tmp_path: Path) -> None:
+def test_fast_training_is_more_robust_than_natural_training_on_the_same_budget(helpers, tmp_path: Path) -> None:
     # 6 epochs of 2 passes against natural training for 12 epochs. Measured over seeds 0, 1, 2: robust
     # accuracy 0.54 / 0.507 / 0.51 against natural 0.15 / 0.09 / 0.063, clean 0.75 / 0.74 / 0.70.
     final = helpers.robust_run(tmp_path, "fast", {"eps": 0.1}, epochs=6, seed=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +12,6 @@ from torch import nn
 from hmcam.training import ExampleState, build_method
 from hmcam.training.distributed import DistributedContext
 from hmcam.training.methods import Batch, FreeTraining, MethodSetup, StepContext
-
-
-def _helpers():
-    name = "hmcam_method_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
 
 
 def tiny_setup(model: nn.Module, batch: int, input_shape: tuple[int, ...]) -> MethodSetup:
@@ -109,13 +95,13 @@ def test_each_replay_steps_delta_and_the_weights_and_delta_carries_into_the_next
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_with_its_carried_perturbation(tmp_path: Path) -> None:
+def test_a_sigkilled_run_resumes_with_its_carried_perturbation(helpers, tmp_path: Path) -> None:
     config = dict(helpers.TINY, method="free", method_kwargs={"eps": 0.1, "replays": 2})
     helpers.assert_resumes_exactly(tmp_path, config)
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one(helpers, tmp_path: Path) -> None:
     # Process r's delta row i belongs to position r + 2 i of every global minibatch, as row r + 2 i of
     # one process's delta does, so the runs agree to rounding: measured 8.9e-8 and 1.2e-7 (seeds 5, 6).
     # The bar leaves room for a sign that rounding flips on another machine (a pixel moved by 2 eps).
@@ -124,7 +110,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_free_training_is_more_robust_than_natural_training_on_the_same_budget(tmp_path: Path) -> None:
+def test_free_training_is_more_robust_than_natural_training_on_the_same_budget(helpers, tmp_path: Path) -> None:
     # Free-4 for 3 epochs (12 passes per example) against natural for 12 epochs. Measured over seeds
     # 0, 1, 2: robust accuracy 0.367 / 0.47 / 0.407 against natural 0.15 / 0.09 / 0.063, clean 0.79 / 0.77 / 0.75.
     final = helpers.robust_run(tmp_path, "free", {"eps": 0.1, "replays": 4}, epochs=3, seed=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +14,6 @@ from hmcam.training import build_method
 from hmcam.training.methods import StepContext, TRADESTraining
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.trades import TRADES_STREAM
-
-
-def _helpers():
-    name = "hmcam_method_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
 
 
 def test_defaults_follow_the_dataset_and_beta_is_six() -> None:
@@ -91,13 +77,13 @@ def test_loss_matches_the_authors_computation_with_the_clean_output_computed_onc
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_exactly(tmp_path: Path) -> None:
+def test_a_sigkilled_run_resumes_exactly(helpers, tmp_path: Path) -> None:
     kwargs = {"eps": 0.1, "alpha": 0.04, "steps": 2}
     helpers.assert_resumes_exactly(tmp_path, dict(helpers.TINY, method="trades", method_kwargs=kwargs))
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one(helpers, tmp_path: Path) -> None:
     # The attack starts 0.001 from the clean image, where the KL's gradient is tiny, so rounding in the
     # half-size matrix products of each process flips the sign of a few of its components: measured
     # 6.4e-4 and 2.5e-4 (seeds 5, 6); with a step of 1e-4, where flips cost nothing, 6e-8 and 1.2e-7.
@@ -106,7 +92,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_trades_is_more_robust_than_natural_training_on_the_same_budget(tmp_path: Path) -> None:
+def test_trades_is_more_robust_than_natural_training_on_the_same_budget(helpers, tmp_path: Path) -> None:
     # TRADES with K = 2 costs 4.33 passes per minibatch: 3 epochs are 13 passes per example, against
     # natural training for 12 epochs. Measured over seeds 0, 1, 2: robust accuracy 0.437 / 0.417 / 0.39
     # against natural 0.15 / 0.09 / 0.063, clean 0.70 / 0.70 / 0.66.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,6 @@ from hmcam.training.distributed import DistributedContext
 from hmcam.training.methods import Batch, MethodSetup, StepContext, YOPOTraining
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.yopo import YOPO_STREAM, multiply_adds
-
-
-def _helpers():
-    name = "hmcam_method_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
 
 
 def tiny_setup(model: nn.Module, input_shape: tuple[int, ...]) -> MethodSetup:
@@ -141,13 +127,13 @@ def test_costate_adversary_and_gradients_match_a_hand_computation() -> None:
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_exactly(tmp_path: Path) -> None:
+def test_a_sigkilled_run_resumes_exactly(helpers, tmp_path: Path) -> None:
     kwargs = {"eps": 0.1, "alpha": 0.04, "full_passes": 2, "layer_steps": 2}
     helpers.assert_resumes_exactly(tmp_path, dict(helpers.TINY, method="yopo", method_kwargs=kwargs))
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one(helpers, tmp_path: Path) -> None:
     # The first m - 1 passes accumulate locally, the Hamiltonian gradients are averaged by their own
     # all-reduce, and eta is a function of (seed, epoch, minibatch): measured 2.2e-8 and 3.0e-8 (seeds 5, 6);
     # without that all-reduce 0.045 and 0.062. The bar leaves room for a sign flipped by rounding elsewhere.
@@ -157,7 +143,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_yopo_is_more_robust_than_natural_training_on_the_same_budget(tmp_path: Path) -> None:
+def test_yopo_is_more_robust_than_natural_training_on_the_same_budget(helpers, tmp_path: Path) -> None:
     # YOPO-2-3 on LeNet costs 2.56 passes per minibatch: 4 epochs are 10.3 passes per example, against
     # natural training for 12 epochs. Measured over seeds 0, 1, 2: robust accuracy 0.463 / 0.457 / 0.463
     # against natural 0.15 / 0.09 / 0.063, clean 0.67 / 0.66 / 0.63.
