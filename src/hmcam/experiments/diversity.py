@@ -40,8 +40,9 @@ from hmcam.evaluation.sampling import (
 from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, write_outputs
 from hmcam.experiments.statistics import verdict
 
-#: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator).
-SIZES = {"smoke": (3, 2, 4), "small": (20, 10, 5), "paper": (20, 50, 10)}
+#: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator). S >= 8 gives
+#: split chains of 4 draws at least; shorter ones leave ESS at its upper bound, C S log10(C S).
+SIZES = {"smoke": (3, 2, 4), "small": (20, 5, 10), "paper": (20, 50, 10)}
 #: The random initial momentum of the refreshed chains, in units of the mean |gradient|.
 REFRESH = 1.0
 GENERATORS = ("HMCAM", "HMCAM + refresh", "PGD restarts", "MI-FGSM iterates")
