@@ -7,7 +7,9 @@ paper's Tables 4-5 radius). Every value can be overridden where it is used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,25 @@ def default_threat(dataset: str | None) -> Threat | None:
     if dataset is None:
         return None
     return THREATS.get(dataset.lower())
+
+
+def fill_defaults(
+    dataset: str | None,
+    given: dict[str, Any],
+    error: str,
+    defaults: Callable[[Threat], dict[str, Any] | None] = asdict,
+) -> dict[str, Any]:
+    """``given`` with each None replaced by the value ``defaults`` gives for ``dataset``'s threat model.
+
+    ``defaults(threat)`` maps names to values (by default the threat's eps, alpha and steps) or is
+    None when the method has no defaults for that threat. Without defaults, a ValueError with
+    ``error`` formatted with ``dataset`` and ``missing`` (the names left unset) says what to give.
+    """
+    missing = [name for name, value in given.items() if value is None]
+    if not missing:
+        return dict(given)
+    threat = default_threat(dataset)
+    values = None if threat is None else defaults(threat)
+    if values is None:
+        raise ValueError(error.format(dataset=dataset, missing=missing))
+    return {name: values[name] if value is None else value for name, value in given.items()}

@@ -86,7 +86,7 @@ from hmcam.training.distributed import unwrap_model
 from hmcam.training.examples import ExampleState
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import default_threat
+from hmcam.training.threat import fill_defaults
 
 #: The chain gradients of ``cat``: Eq. 16 as printed, or the true gradient of Eq. 15.
 GRADIENTS = ("paper", "exact")
@@ -146,12 +146,8 @@ class ChainTraining(TrainingMethod):
         restart_every: int,
     ) -> None:
         super().__init__(dataset=dataset)
-        if eps is None:
-            threat = default_threat(dataset)
-            if threat is None:
-                raise ValueError(f"dataset {dataset!r} has no default threat model; give {type(self).__name__} eps")
-            eps = threat.eps
-        self.eps: float = check_positive_float("eps", eps)
+        error = "dataset {dataset!r} has no default threat model; give " + type(self).__name__ + " eps"
+        self.eps: float = check_positive_float("eps", fill_defaults(dataset, {"eps": eps}, error)["eps"])
         self.replays = check_positive_int("replays", replays)
         self.chain_steps = check_positive_int("chain_steps", chain_steps)
         self.alpha = ALPHA_PER_EPS * self.eps if alpha is None else check_positive_float("alpha", alpha)

@@ -33,7 +33,7 @@ from hmcam.attacks.checks import check_flag, check_positive_float
 from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import default_threat
+from hmcam.training.threat import fill_defaults
 
 #: The authors' FGSM step as a multiple of eps.
 STEP_RATIO = 1.25
@@ -91,12 +91,10 @@ class FastTraining(TrainingMethod):
         amp: bool = True,
     ) -> None:
         super().__init__(dataset=dataset)
-        if eps is None:
-            threat = default_threat(dataset)
-            if threat is None:
-                raise ValueError(f"dataset {dataset!r} has no default threat model; give fast training eps")
-            eps = threat.eps
-        self.eps: float = check_positive_float("eps", eps)
+        values = fill_defaults(
+            dataset, {"eps": eps}, "dataset {dataset!r} has no default threat model; give fast training eps"
+        )
+        self.eps: float = check_positive_float("eps", values["eps"])
         self.alpha = STEP_RATIO * self.eps if alpha is None else check_positive_float("alpha", alpha)
         self.amp = check_flag("amp", amp)
         self.seed, self.rank, self.world_size = 0, 0, 1

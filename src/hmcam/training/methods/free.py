@@ -20,7 +20,7 @@ from typing_extensions import override
 from hmcam.attacks.checks import check_positive_float, check_positive_int
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import CIFAR_LIKE, MNIST_LIKE, Threat, default_threat
+from hmcam.training.threat import CIFAR_LIKE, MNIST_LIKE, Threat, fill_defaults
 
 #: Replays per minibatch by threat model: Free-10 on MNIST and Free-8 on CIFAR, the paper's rivals (Tables 4, 7).
 REPLAYS: dict[Threat, int] = {MNIST_LIKE: 10, CIFAR_LIKE: 8}
@@ -41,15 +41,14 @@ class FreeTraining(TrainingMethod):
 
     def __init__(self, *, dataset: str | None = None, eps: float | None = None, replays: int | None = None) -> None:
         super().__init__(dataset=dataset)
-        if eps is None or replays is None:
-            threat = default_threat(dataset)
-            if threat is None or threat not in REPLAYS:
-                missing = [n for n, v in (("eps", eps), ("replays", replays)) if v is None]
-                raise ValueError(f"dataset {dataset!r} has no Free training defaults; give {missing} explicitly")
-            eps = threat.eps if eps is None else eps
-            replays = REPLAYS[threat] if replays is None else replays
-        self.eps: float = check_positive_float("eps", eps)
-        self.replays = check_positive_int("replays", replays)
+        values = fill_defaults(
+            dataset,
+            {"eps": eps, "replays": replays},
+            "dataset {dataset!r} has no Free training defaults; give {missing} explicitly",
+            lambda threat: {"eps": threat.eps, "replays": REPLAYS[threat]} if threat in REPLAYS else None,
+        )
+        self.eps: float = check_positive_float("eps", values["eps"])
+        self.replays = check_positive_int("replays", values["replays"])
         self.delta: Tensor | None = None
 
     @override

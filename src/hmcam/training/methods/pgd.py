@@ -11,7 +11,7 @@ from hmcam.attacks.checks import check_positive_float, check_positive_int
 from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import default_threat
+from hmcam.training.threat import fill_defaults
 
 
 @register_method
@@ -37,19 +37,14 @@ class PGDTraining(TrainingMethod):
         steps: int | None = None,
     ) -> None:
         super().__init__(dataset=dataset)
-        if eps is None or alpha is None or steps is None:
-            threat = default_threat(dataset)
-            if threat is None:
-                missing = [n for n, v in (("eps", eps), ("alpha", alpha), ("steps", steps)) if v is None]
-                raise ValueError(
-                    f"dataset {dataset!r} has no default threat model; give PGD training {missing} explicitly"
-                )
-            eps = threat.eps if eps is None else eps
-            alpha = threat.alpha if alpha is None else alpha
-            steps = threat.steps if steps is None else steps
-        self.eps: float = check_positive_float("eps", eps)
-        self.alpha = check_positive_float("alpha", alpha)
-        self.steps = check_positive_int("steps", steps)
+        values = fill_defaults(
+            dataset,
+            {"eps": eps, "alpha": alpha, "steps": steps},
+            "dataset {dataset!r} has no default threat model; give PGD training {missing} explicitly",
+        )
+        self.eps: float = check_positive_float("eps", values["eps"])
+        self.alpha = check_positive_float("alpha", values["alpha"])
+        self.steps = check_positive_int("steps", values["steps"])
 
     @override
     def hyperparameters(self) -> dict[str, float | int]:

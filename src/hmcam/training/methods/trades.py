@@ -28,7 +28,7 @@ from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import default_threat
+from hmcam.training.threat import fill_defaults
 
 #: The standard deviation of the attack's Gaussian start around the clean image, the authors' 0.001.
 START_STD = 0.001
@@ -61,17 +61,14 @@ class TRADESTraining(TrainingMethod):
         beta: float = 6.0,
     ) -> None:
         super().__init__(dataset=dataset)
-        if eps is None or alpha is None or steps is None:
-            threat = default_threat(dataset)
-            if threat is None:
-                missing = [n for n, v in (("eps", eps), ("alpha", alpha), ("steps", steps)) if v is None]
-                raise ValueError(f"dataset {dataset!r} has no default threat model; give TRADES {missing} explicitly")
-            eps = threat.eps if eps is None else eps
-            alpha = threat.alpha if alpha is None else alpha
-            steps = threat.steps if steps is None else steps
-        self.eps: float = check_positive_float("eps", eps)
-        self.alpha = check_positive_float("alpha", alpha)
-        self.steps = check_positive_int("steps", steps)
+        values = fill_defaults(
+            dataset,
+            {"eps": eps, "alpha": alpha, "steps": steps},
+            "dataset {dataset!r} has no default threat model; give TRADES {missing} explicitly",
+        )
+        self.eps: float = check_positive_float("eps", values["eps"])
+        self.alpha = check_positive_float("alpha", values["alpha"])
+        self.steps = check_positive_int("steps", values["steps"])
         self.beta = check_non_negative_float("beta", beta)
         self.seed, self.rank, self.world_size = 0, 0, 1
 

@@ -61,7 +61,7 @@ from hmcam.training.distributed import DistributedContext, all_reduce_sum, no_sy
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import CIFAR_LIKE, MNIST_LIKE, Threat, default_threat
+from hmcam.training.threat import CIFAR_LIKE, MNIST_LIKE, Threat, fill_defaults
 
 #: (m, n) by threat model: the authors' YOPO-5-10 on MNIST and YOPO-5-3 on CIFAR-10.
 PASSES_AND_STEPS: dict[Threat, tuple[int, int]] = {MNIST_LIKE: (5, 10), CIFAR_LIKE: (5, 3)}
@@ -105,6 +105,14 @@ def multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int
     return counts
 
 
+def _authors_settings(threat: Threat) -> dict[str, Any] | None:
+    """The authors' eps, alpha, m and n for a threat model (YOPO-5-10 on MNIST, 5-3 on CIFAR), or None."""
+    if threat not in PASSES_AND_STEPS:
+        return None
+    full_passes, layer_steps = PASSES_AND_STEPS[threat]
+    return {"eps": threat.eps, "alpha": threat.alpha, "full_passes": full_passes, "layer_steps": layer_steps}
+
+
 @register_method
 class YOPOTraining(TrainingMethod):
     """YOPO-m-n adversarial training ("You Only Propagate Once", Zhang et al. 2019), as the authors' code runs it.
@@ -128,21 +136,16 @@ class YOPOTraining(TrainingMethod):
         layer_steps: int | None = None,
     ) -> None:
         super().__init__(dataset=dataset)
-        given = {"eps": eps, "alpha": alpha, "full_passes": full_passes, "layer_steps": layer_steps}
-        if None in given.values():
-            threat = default_threat(dataset)
-            if threat is None or threat not in PASSES_AND_STEPS:
-                missing = [name for name, value in given.items() if value is None]
-                raise ValueError(f"dataset {dataset!r} has no YOPO defaults; give {missing} explicitly")
-            passes, steps = PASSES_AND_STEPS[threat]
-            eps = threat.eps if eps is None else eps
-            alpha = threat.alpha if alpha is None else alpha
-            full_passes = passes if full_passes is None else full_passes
-            layer_steps = steps if layer_steps is None else layer_steps
-        self.eps: float = check_positive_float("eps", eps)
-        self.alpha = check_positive_float("alpha", alpha)
-        self.full_passes = check_positive_int("full_passes", full_passes)
-        self.layer_steps = check_positive_int("layer_steps", layer_steps)
+        values = fill_defaults(
+            dataset,
+            {"eps": eps, "alpha": alpha, "full_passes": full_passes, "layer_steps": layer_steps},
+            "dataset {dataset!r} has no YOPO defaults; give {missing} explicitly",
+            _authors_settings,
+        )
+        self.eps: float = check_positive_float("eps", values["eps"])
+        self.alpha = check_positive_float("alpha", values["alpha"])
+        self.full_passes = check_positive_int("full_passes", values["full_passes"])
+        self.layer_steps = check_positive_int("layer_steps", values["layer_steps"])
         self.split: FirstLayerSplit | None = None
         #: The first layer's share of the network's multiply-adds, measured in :meth:`setup`.
         self.first_layer_share: float | None = None
