@@ -64,7 +64,7 @@ def test_each_experiment_writes_its_results_tables_report_and_verdicts(name: str
 
 def test_transfer_matrix_matches_a_direct_attack(runs, smoke_models: Path) -> None:
     out = Path(runs["transfer"]["out"])
-    rows = list(csv.DictReader((out / "transfer.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").open()))
     sources = [entry.label for entry in ZOOS["smoke"] if not entry.adversarial]
     assert len(rows) == len(sources) * 5 * len(ZOOS["smoke"])
     assert all(0 <= float(row["success_rate"]) <= 1 for row in rows)

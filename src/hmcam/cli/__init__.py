@@ -16,9 +16,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from hmcam.cli import attack, demo, evaluate, experiment, info, train
+from hmcam.cli import attack, demo, evaluate, experiment, info, report, reproduce, train
 
-SUBCOMMANDS = (train, evaluate, attack, experiment, info, demo)
+SUBCOMMANDS = (train, evaluate, attack, experiment, reproduce, report, info, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; print its result (JSON unless it is text) and return the exit status."""
     args = build_parser().parse_args(argv)
+    from hmcam.reporting.provenance import record_command
+
+    record_command(list(sys.argv[1:] if argv is None else argv))
     try:
         result = args.run(args)
     except KeyboardInterrupt:

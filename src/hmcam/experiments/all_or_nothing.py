@@ -157,5 +157,5 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
         ]
     )
     results = {"pairs": pairs, "eps": eps, "rows": rows, "claims": claims}
-    write_outputs(out, "all-or-nothing", scale, results, {"all_or_nothing": (rows, list(rows[0]))}, report)
+    write_outputs(options, "all-or-nothing", scale, results, {"all_or_nothing": (rows, list(rows[0]))}, report)
     return {"out": str(out), **results, "report": report}

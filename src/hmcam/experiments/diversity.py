@@ -208,5 +208,5 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"source": source, "rows": rows, "claims": claims}
-    write_outputs(out, "diversity", scale, results, {"diversity": (rows, columns)}, report)
+    write_outputs(options, "diversity", scale, results, {"diversity": (rows, columns)}, report)
     return {"out": str(out), **results, "report": report}

@@ -133,7 +133,7 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     )
     results = {"rows": rows, "claims": claims, "intervals": intervals}
     write_outputs(
-        out,
+        options,
         "ensemble",
         scale,
         results,

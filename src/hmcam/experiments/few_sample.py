@@ -171,5 +171,5 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"rows": rows, "claims": claims}
-    write_outputs(out, "few-sample", scale, results, {"few_sample": (rows, list(rows[0]))}, report)
+    write_outputs(options, "few-sample", scale, results, {"few_sample": (rows, list(rows[0]))}, report)
     return {"out": str(out), **results, "report": report}

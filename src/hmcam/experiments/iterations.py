@@ -141,5 +141,5 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"steps": steps, "rows": rows, "claims": claims, "long_pgd_black_box": long_pgd}
-    write_outputs(out, "iterations", scale, results, {"iterations": (rows, list(rows[0]))}, report)
+    write_outputs(options, "iterations", scale, results, {"iterations": (rows, list(rows[0]))}, report)
     return {"out": str(out), **results, "report": report}

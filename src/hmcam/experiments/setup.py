@@ -4,15 +4,16 @@ An :class:`AttackScale` fixes the dataset, the zoo of models (:mod:`hmcam.experi
 L-inf radius, the gradient budget N every iterative attack gets (HMCAM: S transitions of T = N / S
 steps, as the paper's T = 50, S = 2 for N = 100), the attacked test images and the seeds. Attack
 outcomes are cached in the run folder (:func:`cached`), so a killed experiment continues where it
-stopped, and each experiment ends with :func:`write_outputs`: ``results.json``, CSV tables and
-``report.md``.
+stopped, and each experiment ends with :func:`write_outputs`: ``config.json``, ``results.json``,
+``results.csv`` and the other tables, ``report.md`` and ``report.html``.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ class RunOptions:
     """Where and how an attack experiment runs: its folder, device, data and model folders, progress bars.
 
     ``models_dir`` holds the trained zoo, shared between experiments given the same folder
-    (default: ``out / "models"``).
+    (default: ``out / "models"``); ``started`` is when this invocation began, for the wall time in
+    ``results.json``.
     """
 
     out: Path
@@ -124,6 +126,7 @@ class RunOptions:
     data_root: str | None = None
     models_dir: Path | None = None
     progress: bool = True
+    started: float = field(default_factory=time.time)
 
     @property
     def models(self) -> Path:
@@ -202,22 +205,43 @@ def _json_ready(value: Any) -> Any:
 
 
 def write_outputs(
-    out: Path,
+    options: RunOptions,
     experiment: str,
     scale: AttackScale | Any,
     results: dict[str, Any],
     tables: dict[str, tuple[Sequence[dict[str, Any]], Sequence[str]]],
     report: str,
 ) -> None:
-    """``results.json`` (with the scale), one CSV per table and ``report.md``; the report is written last."""
+    """The run folder's files: ``config.json``, ``results.json``, the tables as CSV, ``report.md``, ``report.html``.
+
+    The first table is the experiment's main one and is written as ``results.csv``, the others
+    under their own names; ``results.json`` gets the scale and the ``run`` record (versions,
+    machine, wall time). The reports are written last, so their presence marks a finished run.
+    """
+    from hmcam.reporting.page import write_run_page
+    from hmcam.reporting.provenance import run_record
     from hmcam.reporting.tables import write_csv
 
+    out = options.out
     out.mkdir(parents=True, exist_ok=True)
     settings = asdict(scale) if hasattr(scale, "__dataclass_fields__") else scale
-    atomic_write_json(out / "results.json", _json_ready({"experiment": experiment, "scale": settings, **results}))
-    for name, (rows, columns) in tables.items():
-        write_csv(out / f"{name}.csv", rows, columns)
+    config = {
+        "kind": "experiment",
+        "experiment": experiment,
+        "scale": settings,
+        "device": options.device,
+        "data_root": options.data_root,
+        "models": str(options.models),
+    }
+    atomic_write_json(out / "config.json", _json_ready(config))
+    run = run_record("experiment", options.started, options.device)
+    atomic_write_json(
+        out / "results.json", _json_ready({"experiment": experiment, "scale": settings, **results, "run": run})
+    )
+    for index, (name, (rows, columns)) in enumerate(tables.items()):
+        write_csv(out / ("results.csv" if index == 0 else f"{name}.csv"), rows, columns)
     atomic_write(out / "report.md", report.encode())
+    write_run_page(out)
 
 
 def claim_table(claims: Sequence[dict[str, str]]) -> str:

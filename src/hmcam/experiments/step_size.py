@@ -200,5 +200,5 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"rows": rows, "claims": claims, "capped_per_step": {str(f): capped[f] for f in ALPHA_FACTORS}}
-    write_outputs(out, "step-size", scale, results, {"step_size": (rows, list(rows[0]))}, report)
+    write_outputs(options, "step-size", scale, results, {"step_size": (rows, list(rows[0]))}, report)
     return {"out": str(out), **results, "report": report}

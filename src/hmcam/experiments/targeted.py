@@ -152,5 +152,5 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"eps": eps, "victims": victims, "rows": rows, "claims": claims}
-    write_outputs(out, "targeted", scale, results, {"targeted": (rows, columns)}, report)
+    write_outputs(options, "targeted", scale, results, {"targeted": (rows, columns)}, report)
     return {"out": str(out), **results, "report": report}

@@ -243,7 +243,7 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             markdown_table(means, list(means[0])),
             claim_table(claims),
             "HMCAM minus each baseline on the same images, 95% paired bootstrap interval: `intervals.csv`. "
-            "Success matrices: `transfer.csv`.",
+            "Success matrices: `results.csv`.",
             "",
             "![transfer](transfer.png)",
             "",
@@ -251,7 +251,7 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     )
     results = {"sources": sources, "targets": targets, "means": means, "claims": claims, "intervals": intervals}
     write_outputs(
-        out,
+        options,
         "transfer",
         scale,
         results,

@@ -1,0 +1,211 @@
+"""``hmcam reproduce``: every experiment of the paper in order, into one folder, ending with one report.
+
+A reproduction scale (:data:`REPRODUCE_SCALES`) fixes the attack experiments' scale
+(:class:`~hmcam.experiments.setup.AttackScale`) and the training comparison's
+(:class:`~hmcam.experiments.at_efficiency.Scale`). :func:`run_reproduce` runs the experiments in
+the paper's order, each into ``RUN_DIR/NAME`` (the attack experiments share one trained zoo in
+``RUN_DIR/models``), and records each finished one in ``RUN_DIR/progress.json``: a rerun skips
+those and continues the one a kill interrupted from its own caches. It ends by rendering the page of
+every experiment and one page of them all, ``RUN_DIR/report.html`` with ``report.md`` beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
+from hmcam.experiments.at_efficiency import Scale as TrainingScale
+from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
+from hmcam.experiments.registry import ATTACK_EXPERIMENTS
+from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions
+from hmcam.storage import atomic_write_json
+
+#: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
+ORDER = (
+    "transfer",
+    "ensemble",
+    "iterations",
+    "step-size",
+    "diversity",
+    "at-efficiency",
+    "few-sample",
+    "targeted",
+    "all-or-nothing",
+)
+#: What the training comparison reproduces (the attack experiments say it in their registry).
+AT_EFFICIENCY = "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost"
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class ReproduceScale:
+    """The size of a reproduction: the attack experiments' scale and the training comparison's."""
+
+    name: str
+    description: str
+    attack: AttackScale
+    training: TrainingScale
+
+
+#: ``smoke`` runs in about two minutes (the tests use it); ``small`` is sized for a 2-core CPU
+#: (the README gives its measured time); ``paper`` is every experiment at the paper's settings.
+REPRODUCE_SCALES: dict[str, ReproduceScale] = {
+    "smoke": ReproduceScale(
+        "smoke", "every experiment at smoke scale: seconds each", ATTACK_SCALES["smoke"], TRAINING_SCALES["smoke"]
+    ),
+    "small": ReproduceScale(
+        "small",
+        "every experiment at small scale on Fashion-MNIST, cut to fit about an hour on 2 CPU cores: the attack "
+        "experiments on 500 test images with seed 0, the training comparison on 20,000 training examples",
+        dataclasses.replace(ATTACK_SCALES["small"], images=500, seeds=(0,)),
+        dataclasses.replace(
+            restrict(TRAINING_SCALES["small"], train_limit=20_000),
+            description="Fashion-MNIST (the first 20k training images / 10k test), LeNet, eps 0.1, "
+            "40 passes per example, 2 seeds",
+        ),
+    ),
+    "paper": ReproduceScale(
+        "paper",
+        "every experiment at the paper's settings: days on a GPU",
+        ATTACK_SCALES["paper"],
+        TRAINING_SCALES["paper"],
+    ),
+}
+
+
+def get_reproduce_scale(name: str) -> ReproduceScale:
+    """The reproduction scale called ``name``; a ValueError listing the known ones otherwise."""
+    if name not in REPRODUCE_SCALES:
+        raise ValueError(f"unknown scale {name!r}; choose one of {sorted(REPRODUCE_SCALES)}")
+    return REPRODUCE_SCALES[name]
+
+
+def configuration(scale: ReproduceScale) -> dict[str, Any]:
+    """What ``config.json`` records: the scale, the experiments in order and both scales' settings."""
+    config: dict[str, Any] = json.loads(
+        json.dumps(
+            {
+                "kind": "reproduction",
+                "scale": scale.name,
+                "description": scale.description,
+                "experiments": list(ORDER),
+                "attack_scale": dataclasses.asdict(scale.attack),
+                "training_plan": plan(scale.training),
+            }
+        )
+    )
+    return config
+
+
+def _check_folder(out: Path, config: dict[str, Any]) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    saved_file = out / "config.json"
+    if saved_file.exists():
+        try:
+            saved = json.loads(saved_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{saved_file} is not valid JSON ({error}); remove it or choose another --out") from None
+        if saved != config:
+            raise ValueError(
+                f"{out} holds a reproduction of another scale or version ({saved_file}); choose another --out"
+            )
+
+
+def _log(out: Path, line: str) -> None:
+    with open(out / "reproduce.log", "a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def _run_one(name: str, scale: ReproduceScale, out: Path, options: RunOptions) -> dict[str, Any]:
+    folder = out / name
+    if name == "at-efficiency":
+        result = run_efficiency(
+            scale.training, folder, device=options.device, data_root=options.data_root, progress=False
+        )
+        return {"claims": [c for part in result["summary"].values() for c in part["claims"]]}
+    experiment_options = dataclasses.replace(options, out=folder, started=time.time())
+    return ATTACK_EXPERIMENTS[name].run(scale.attack, experiment_options)
+
+
+def run_reproduce(
+    scale: ReproduceScale,
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    data_root: str | None = None,
+    models_dir: str | Path | None = None,
+    progress: bool = True,
+    callback: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every experiment of ``scale`` in :data:`ORDER` into ``out`` (skipping finished ones), then the report.
+
+    ``models_dir`` is where the attack experiments' zoo is trained or found (default ``out/models``);
+    ``callback(name)`` is called after each experiment finishes. Returns ``{"out", "report",
+    "experiments"}``, the last with each experiment's folder, wall seconds and claims.
+    """
+    from hmcam.reporting.page import write_report, write_run_page
+    from hmcam.reporting.provenance import run_record
+    from hmcam.reporting.tables import write_csv
+
+    started = time.time()
+    out = Path(out)
+    config = configuration(scale)
+    _check_folder(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config)
+    progress_file = out / PROGRESS_FILE
+    finished: dict[str, Any] = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    models = Path(models_dir) if models_dir is not None else out / "models"
+    options = RunOptions(out, device, data_root, models, progress=False)
+    pending = [name for name in ORDER if name not in finished or not (out / name / "report.md").exists()]
+    bar = tqdm(total=len(ORDER), initial=len(ORDER) - len(pending), desc=f"reproduce {scale.name}", unit="experiment")
+    bar.disable = not progress
+    with bar:
+        for name in pending:
+            bar.set_postfix_str(name)
+            _log(out, f"start {name}")
+            begun = time.time()
+            _run_one(name, scale, out, options)
+            seconds = time.time() - begun
+            finished[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            atomic_write_json(progress_file, finished)
+            _log(out, f"done {name} in {seconds:.0f} s")
+            bar.update(1)
+            if callback is not None:
+                callback(name)
+    folders = [out / name for name in ORDER]
+    for folder in folders:
+        write_run_page(folder)
+    experiments = []
+    claims = []
+    for name, folder in zip(ORDER, folders, strict=True):
+        results = json.loads((folder / "results.json").read_text())
+        reproduces = AT_EFFICIENCY if name == "at-efficiency" else ATTACK_EXPERIMENTS[name].reproduces
+        experiments.append(
+            {"experiment": name, "reproduces": reproduces, "folder": name, "seconds": finished[name]["seconds"]}
+        )
+        claims += [{"experiment": name, **claim} for claim in results.get("claims", [])]
+    total = sum(entry["seconds"] for entry in experiments)
+    write_csv(out / "results.csv", claims, ["experiment", "claim", "paper", "ours", "verdict"])
+    atomic_write_json(
+        out / "results.json",
+        {
+            "scale": scale.name,
+            "experiments": experiments,
+            "experiment_seconds": round(total, 1),
+            "claims": claims,
+            "run": run_record("reproduction", started, device),
+        },
+    )
+    report = write_report(folders, out / "report.html", title=f"hmcam reproduce --scale {scale.name}")
+    _log(out, f"report {report['html']}")
+    return {"out": str(out), "report": report["html"], "experiments": experiments, "claims": claims}
