@@ -1,9 +1,18 @@
-"""Shared fixtures: small real datasets and small trained models, built once per test session."""
+"""Shared fixtures: small real datasets and small trained models, built once per test session; a page checker."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 
@@ -115,3 +124,67 @@ def smoke_models(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("smoke-models")
     trained_zoo("smoke", folder, device="cpu")
     return folder
+
+
+CHECK_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><pre id="result">pending</pre>
+<iframe id="page" src="PAGE" width="1200" height="900"></iframe>
+<script>
+// The window's load event waits for the frame's, which waits for every image of the page to load or fail.
+window.addEventListener("load", () => {
+  const images = Array.from(document.getElementById("page").contentDocument.images);
+  const states = images.map((image) => (image.complete && image.naturalWidth > 0 ? "ok" : "broken"));
+  document.getElementById("result").textContent = JSON.stringify(states);
+});
+</script></body></html>
+"""
+
+
+@dataclass(frozen=True)
+class PageCheck:
+    """What headless Chromium made of a page: each image's state, the console messages, the screenshot."""
+
+    images: list[str]
+    console: list[str]
+    screenshot: Path
+
+    @property
+    def shows_something(self) -> bool:
+        """Not blank: a good share of dark pixels, and both near-black and near-white ones."""
+        grey = Image.open(self.screenshot).convert("L")
+        histogram = grey.histogram()  # pixel counts of each grey level, 0 (black) to 255 (white)
+        darkest, lightest = grey.getextrema()
+        return sum(histogram[:200]) > 0.02 * sum(histogram) and darkest < 60 and lightest > 240
+
+
+def _check_page(browser: str, page: Path, work: Path) -> PageCheck:
+    checker = work / f"check-{page.stem}.html"
+    checker.write_text(CHECK_PAGE.replace("PAGE", page.resolve().as_uri()))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"]
+    flags += [f"--user-data-dir={work / 'chromium-profile'}", "--allow-file-access-from-files"]
+    logging = ["--enable-logging=stderr", "--log-level=0"]
+    dom = subprocess.run(
+        [*flags, *logging, "--virtual-time-budget=15000", "--dump-dom", checker.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    match = re.search(r'<pre id="result">(.*?)</pre>', dom.stdout)
+    assert match is not None and match.group(1) != "pending", dom.stderr[-3000:]
+    shot = work / f"{page.stem}-screenshot.png"
+    subprocess.run(
+        [*flags, "--window-size=1280,2400", f"--screenshot={shot}", page.resolve().as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    return PageCheck(json.loads(match.group(1)), console, shot)
+
+
+@pytest.fixture
+def check_page(tmp_path: Path) -> Callable[[Path], PageCheck]:
+    """``check_page(page)``: load an HTML file in headless Chromium (Debian's ``chromium``, installed by make test)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (make test installs Debian's chromium package)")
+    return lambda page: _check_page(browser, page, tmp_path)

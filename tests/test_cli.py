@@ -57,8 +57,10 @@ def test_attack_writes_examples_summary_and_grid(capsys, checkpoint, tmp_path) -
         str(tmp_path),
     )
     assert code == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["attack"] == "hmcam" and summary["examples"] == 16 and 0 <= summary["acceptance_rate"] <= 1
+    assert summary["run"]["kind"] == "attack" and json.loads((tmp_path / "config.json").read_text())["samples"] == 3
+    assert (tmp_path / "chain.png").is_file() and (tmp_path / "report.html").is_file()
     assert summary["mean_linf"] <= 0.1 + 1e-6
     tensors, _ = load_tensors(tmp_path / "adversarial.safetensors")
     assert tensors["samples"].shape == (3, 16, 1, 28, 28) and tensors["adversarial"].shape == (16, 1, 28, 28)
@@ -86,7 +88,7 @@ def test_eval_reports_clean_and_robust_accuracy(capsys, checkpoint, tmp_path) ->
     assert code == 0
     result = json.loads(out)
     assert result["robust_accuracy"] <= result["clean_accuracy"]
-    written = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    written = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert written["robust_accuracy"] == result["robust_accuracy"]
 
 

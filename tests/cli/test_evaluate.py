@@ -78,7 +78,9 @@ def test_eval_writes_the_summary_the_attack_table_and_every_example(capsys, chec
     assert [row["name"] for row in result["attacks"]] == ["fgsm", "pgd"]  # cheapest first
     assert "eval" in err and "stage" in err  # the progress bar
     files = result.pop("files")
-    assert json.loads((out / "evaluation.json").read_text()) == result
+    written = json.loads((out / "results.json").read_text())
+    assert written.pop("run")["kind"] == "evaluation" and written == result
+    assert (out / "report.html").is_file() and (out / "robustness.png").is_file()
     with open(files["attacks_csv"]) as handle:
         assert [row["name"] for row in csv.DictReader(handle)] == ["fgsm", "pgd"]
     with open(files["examples_csv"]) as handle:
@@ -151,7 +153,7 @@ def test_warnings_are_printed_and_kept_in_the_json(capsys, checkpoint, tmp_path)
     warnings = json.loads(printed)["warnings"]
     assert any("fgsm (one step) is stronger than pgd" in text for text in warnings)
     assert "hmcam eval: warning: fgsm (one step) is stronger than pgd" in err
-    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["warnings"] == warnings
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["warnings"] == warnings
 
 
 def test_a_rerun_resumes_and_a_changed_run_is_refused(capsys, checkpoint, tmp_path) -> None:
@@ -171,7 +173,7 @@ def _free_port() -> int:
 
 
 def _numbers(folder: Path) -> dict[str, Any]:
-    summary = json.loads((folder / "evaluation.json").read_text())
+    summary = json.loads((folder / "results.json").read_text())
     for key in ("seconds", "world_size", "resumed"):
         summary.pop(key)
     for row in summary["attacks"]:
@@ -201,8 +203,8 @@ def test_two_gloo_processes_gather_exactly_the_numbers_of_one_process(checkpoint
         "rank1.safetensors",
     ]
     assert _numbers(tmp_path / "two") == _numbers(tmp_path / "one")
-    for name in ("examples.csv", "attacks.csv"):
+    for name in ("examples.csv", "results.csv"):
         one, two = (tmp_path / "one" / name).read_text(), (tmp_path / "two" / name).read_text()
-        if name == "attacks.csv":  # its last column is seconds
+        if name == "results.csv":  # its last column is seconds
             one, two = ([line.rsplit(",", 1)[0] for line in text.splitlines()] for text in (one, two))
         assert one == two, name

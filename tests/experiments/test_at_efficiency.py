@@ -16,6 +16,7 @@ from hmcam.experiments.at_efficiency import (
     ATTACKS,
     SCALES,
     arm_epochs,
+    claims,
     compare,
     get_scale,
     oscillation,
@@ -24,6 +25,7 @@ from hmcam.experiments.at_efficiency import (
     run_efficiency,
     spread_summary,
 )
+from hmcam.experiments.statistics import VERDICTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -48,6 +50,41 @@ def test_spread_and_comparison_by_hand() -> None:
     assert compare([0.8, 0.6], [0.5, 0.7])["exceeds_spread"] is False  # the seed ranges overlap
     assert compare([0.2, 0.3], [0.5, 0.7])["exceeds_spread"] is True
     assert compare([0.9], [0.1])["exceeds_spread"] is False  # one seed shows no spread
+
+
+def test_claim_verdicts_by_hand() -> None:
+    metrics = ("clean", "pgd", "mpgd", "cwlinf", "worst", "train_minutes")
+    seeds = {
+        # CAT beats PGD-AT beyond the seed spread on every attack, Free on PGD only, YOPO on none.
+        "CAT": {"clean": [0.80, 0.81], "pgd": [0.50, 0.52], "mpgd": [0.50, 0.51], "cwlinf": [0.55, 0.56]},
+        "PGD-AT": {"clean": [0.82, 0.83], "pgd": [0.40, 0.41], "mpgd": [0.40, 0.42], "cwlinf": [0.50, 0.51]},
+        "Free": {"clean": [0.80, 0.80], "pgd": [0.45, 0.46], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
+        "YOPO": {"clean": [0.80, 0.80], "pgd": [0.49, 0.53], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
+        "CAT-CE": {"clean": [0.80, 0.80], "pgd": [0.49, 0.53], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
+    }
+    for values in seeds.values():
+        values["worst"] = [
+            min(a, b, c) for a, b, c in zip(values["pgd"], values["mpgd"], values["cwlinf"], strict=True)
+        ]
+        values["train_minutes"] = [1.0, 1.0]
+    summary = {
+        "arms": {arm: {m: spread_summary(values[m]) for m in metrics} for arm, values in seeds.items()},
+        "differences": {
+            f"{a} - {b}": {m: compare(seeds[a][m], seeds[b][m]) for m in metrics}
+            for a in seeds
+            for b in seeds
+            if a != b
+        },
+        "oscillation": {"CAT": 0.0, "YOPO": 0.1},
+    }
+    found = {claim["claim"]: claim for claim in claims(summary)}
+    verdicts = [claim["verdict"] for claim in found.values()]
+    # PGD-AT, Free, YOPO, clean accuracy (-2 points: within the paper's 3.4), J_cd against CE, Fig. 5.
+    assert verdicts == ["holds", "partly", "does not hold", "holds", "does not hold", "holds"]
+    assert found["CAT is more robust than PGD-AT (Table 4)"]["paper"].startswith("+7.8 pgd, +9.1 mpgd, +2.4 cwlinf")
+    assert "+10.5 pgd" in found["CAT is more robust than PGD-AT (Table 4)"]["ours"]
+    summary["differences"]["CAT - PGD-AT"]["clean"]["difference"] = -0.05
+    assert claims(summary)[3]["verdict"] == "does not hold"
 
 
 def test_oscillation_sums_the_drops_of_robust_accuracy() -> None:
@@ -112,7 +149,7 @@ def test_restrict_checks_what_it_is_given() -> None:
 def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) -> None:
     out = Path(smoke["out"])
     study = get_scale("smoke").studies[0]
-    rows = list(csv.DictReader((out / "runs.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == len(study.arms) * 2
     for row in rows:
         arm = next(arm for arm in study.arms if arm.label == row["arm"])
@@ -123,7 +160,7 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
         # The worst case counts an example robust only if it survives every attack.
         assert accuracies["worst"] <= min(accuracies[name] for name in ATTACKS) + 1e-9
         assert float(row["train_minutes"]) > 0
-    summary = json.loads((out / "summary.json").read_text())["studies"][study.name]
+    summary = json.loads((out / "results.json").read_text())["studies"][study.name]
     assert set(summary["arms"]) == {arm.label for arm in study.arms}
     natural = [float(r["clean"]) for r in rows if r["arm"] == "natural"]
     assert summary["arms"]["natural"]["clean"]["mean"] == pytest.approx(sum(natural) / 2)
@@ -132,6 +169,10 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     report = (out / "report.md").read_text()
     for text in ("CAT is more robust than PGD-AT", "than Free", "than YOPO", "J_cd", "Fig. 5", "| CAT-CE |"):
         assert text in report
+    claims = json.loads((out / "results.json").read_text())["claims"]
+    assert len(claims) == 6 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
+    assert json.loads((out / "config.json").read_text())["experiment"] == "at-efficiency"
+    assert (out / "report.html").is_file()
     curve = json.loads((out / study.name / "natural-seed0" / "result.json").read_text())["curve"]
     assert [point["epoch"] for point in curve] == list(range(1, 7))  # a budget of 6 passes
     assert all(b["passes"] > a["passes"] and b["minutes"] > a["minutes"] for a, b in pairwise(curve))

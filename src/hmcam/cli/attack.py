@@ -1,4 +1,4 @@
-"""``hmcam attack CHECKPOINT --out DIR``: attack a checkpoint, write the examples, a summary and a grid."""
+"""``hmcam attack CHECKPOINT --out DIR``: attack a checkpoint and write the examples, results, figures and report."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Attack the checkpoint's test images; write ``adversarial.safetensors``, ``summary.json``, ``grid.png``."""
-    from hmcam.evaluation import predict
-    from hmcam.experiments.attack_run import run_attack
-    from hmcam.reporting.figures import first_changed, save_adversarial_grid
-    from hmcam.storage import atomic_write_json, save_tensors
+    """Attack the checkpoint's test images and write the run folder (``attack_run.write_attack_folder``)."""
+    import time
 
+    from hmcam.experiments.attack_run import run_attack, write_attack_folder
+
+    started = time.time()
     out = check_output_folder(args.out)
     model, _, test = checkpoint_and_data(args)
     settings = attack_settings(args)
@@ -53,22 +53,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
         stream_to=out / "samples" if stream else None,
     )
-    tensors = {"adversarial": run.adversarial, "labels": test.labels}
-    if run.samples is not None:
-        tensors["samples"] = run.samples
-    save_tensors(out / "adversarial.safetensors", tensors, {"checkpoint": args.checkpoint, **run.summary})
-    atomic_write_json(out / "summary.json", {"checkpoint": args.checkpoint, **run.summary})
-    clean_prediction = predict(model, test.images)
-    adversarial_prediction = predict(model, run.adversarial)
-    shown = first_changed(clean_prediction, adversarial_prediction, 8)
-    save_adversarial_grid(
-        out / "grid.png",
-        test.images[shown].cpu(),
-        run.adversarial[shown].cpu(),
-        clean_prediction[shown].cpu(),
-        adversarial_prediction[shown].cpu(),
-        test.info.class_names or [str(i) for i in range(test.info.num_classes)],
-        f"{settings.name}, {settings.norm} eps = {settings.eps}",
-    )
-    files = ["adversarial.safetensors", "summary.json", "grid.png"] + (["samples/"] if stream else [])
-    return {"out": str(out), "files": files, **run.summary}
+    extra = {
+        "checkpoint": args.checkpoint,
+        "dataset": test.info.name,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+    }
+    names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
+    files = write_attack_folder(out, model, settings, run, test.images, test.labels, names, extra, started)
+    return {"out": str(out), "files": files + (["samples/"] if stream else []), **run.summary}

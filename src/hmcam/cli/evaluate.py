@@ -4,8 +4,9 @@ A thin layer over :func:`hmcam.evaluation.evaluate_robustness`: it checks the op
 work, loads the checkpoint (and the ``--source`` checkpoint for the transfer check) and the first
 ``--limit`` examples of the evaluation split, takes eps from the checkpoint's training metadata
 unless ``--eps`` is given, shards the examples over the processes under ``torchrun``, keeps the
-resumable state in ``--out/state`` and writes ``evaluation.json``, ``attacks.csv`` and
-``examples.csv`` into ``--out``. Warnings about gradient masking go to stderr and into the JSON.
+resumable state in ``--out/state`` and writes the run folder into ``--out`` (``config.json``,
+``results.json``, ``results.csv`` per attack, ``examples.csv``, ``robustness.png``, ``report.md``,
+``report.html``). Warnings about gradient masking go to stderr and into the JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--source", help="a checkpoint to craft transfer (black-box) examples on, for the masking check"
     )
-    parser.add_argument("--out", help="folder for evaluation.json, attacks.csv, examples.csv and the resumable state")
+    parser.add_argument("--out", help="run folder: results, per-example table, report and the resumable state")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_option(parser)
     parser.set_defaults(run=run)

@@ -315,21 +315,77 @@ class RobustEvaluation:
         return rows
 
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> dict[str, str]:
-        """Write ``evaluation.json`` (with ``extra`` keys first), ``attacks.csv`` and ``examples.csv`` into ``folder``.
+        """Write the run folder: ``config.json``, ``results.json``, ``results.csv``, ``examples.csv``, the reports.
 
-        Returns the paths written, by kind.
+        ``config.json`` holds the evaluation's settings with ``extra`` (e.g. the checkpoint),
+        ``results.json`` the summary (:meth:`to_dict`, ``extra`` first) with its ``run`` record,
+        ``results.csv`` one row per attack, ``examples.csv`` one row per example, ``robustness.png``
+        the accuracies as bars, and ``report.md`` / ``report.html`` all of it for people. Returns
+        the paths written, by kind.
         """
+        from hmcam.reporting.page import write_run_page
+        from hmcam.reporting.provenance import run_record
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {
-            "json": folder / "evaluation.json",
-            "attacks_csv": folder / "attacks.csv",
+            "config": folder / "config.json",
+            "json": folder / "results.json",
+            "attacks_csv": folder / "results.csv",
             "examples_csv": folder / "examples.csv",
+            "figure": folder / "robustness.png",
+            "report": folder / "report.md",
+            "page": folder / "report.html",
         }
-        atomic_write_json(paths["json"], {**(extra or {}), **self.to_dict()})
+        started = time.time() - self.seconds
+        atomic_write_json(paths["config"], {"kind": "evaluation", **(extra or {}), **self.config.to_dict()})
+        run = run_record("evaluation", started, str(self.labels.device))
+        atomic_write_json(paths["json"], {**(extra or {}), **self.to_dict(), "run": run})
         atomic_write(paths["attacks_csv"], _csv(self.attack_rows()))
         atomic_write(paths["examples_csv"], _csv(self.example_rows()))
+        self._write_report(folder, extra or {})
+        write_run_page(folder)
         return {key: str(path) for key, path in paths.items()}
+
+    def _write_report(self, folder: Path, extra: dict[str, Any]) -> None:
+        from hmcam.reporting.figures import save_bar_chart
+        from hmcam.reporting.tables import markdown_table
+
+        names = ["clean", *(report.name for report in self.attacks), "worst case"]
+        values = [
+            self.clean_accuracy,
+            *(report.cumulative_robust_accuracy for report in self.attacks),
+            self.robust_accuracy,
+        ]
+        subject = extra.get("checkpoint", "the model")
+        title = f"{self.config.norm} eps {self.config.eps:.4g}, {self.config.examples} examples"
+        save_bar_chart(folder / "robustness.png", names, values, "accuracy (%)", title)
+        columns = ["name", "steps", "runs", "reached", "fooled", "cumulative_robust_accuracy"]
+        columns += ["standalone_robust_accuracy", "gradient_evaluations", "seconds"]
+        lines = [
+            f"# Robust evaluation of {subject}",
+            "",
+            f"{self.config.examples} examples, {self.config.norm} eps {self.config.eps:.4g}, {self.config.steps} "
+            f"steps, {self.config.restarts} restart(s), attacks run cheapest first, each on the examples the "
+            f"previous ones left ({'and each alone' if self.config.standalone else 'cascade'}). Clean accuracy "
+            f"**{self.clean_accuracy:.4f}**, robust accuracy (the per-example worst case) "
+            f"**{self.robust_accuracy:.4f}**.",
+            "",
+            markdown_table([report.to_dict() for report in self.attacks], columns),
+            "![accuracy after each attack](robustness.png)",
+            "",
+        ]
+        if self.warnings:
+            lines += ["Warnings about gradient masking:", "", *(f"- {warning}" for warning in self.warnings), ""]
+        else:
+            lines += ["No sign of gradient masking in the checks that ran.", ""]
+        lines += [
+            f"How to read the table: {PER_ATTACK_NOTE}",
+            "",
+            "Per attack: `results.csv`; per example: `examples.csv`.",
+            "",
+        ]
+        atomic_write(folder / "report.md", "\n".join(lines).encode())
 
 
 def _fraction(flags: Tensor) -> float:

@@ -143,6 +143,21 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
             "verdict": "holds" if count("hmcam", black, "all") > best else "does not hold",
         }
     ]
+    from hmcam.reporting.figures import save_bar_chart
+
+    names = [str(row["method"]) for row in rows]
+    out.mkdir(parents=True, exist_ok=True)
+    save_bar_chart(
+        out / "all_or_nothing.png",
+        names,
+        {
+            f"white-box ({white}), all": [count(m, white, "all") / pairs for m in methods],
+            f"black-box ({black}), all": [count(m, black, "all") / pairs for m in methods],
+            f"black-box ({black}), any": [count(m, black, "any") / pairs for m in methods],
+        },
+        f"success cases (% of {pairs})",
+        f"targeted feature-space attack, eps {eps:.4g}",
+    )
     report = "\n".join(
         [
             "## All-or-nothing (Table 9 analogue)",
@@ -153,6 +168,8 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
             f"target is recognised for every one of HMCAM's {SEQUENCE} samples (all-or-nothing), or for any.",
             "",
             markdown_table(rows, list(rows[0])),
+            "![success cases under the all-or-nothing criterion](all_or_nothing.png)",
+            "",
             claim_table(claims),
         ]
     )

@@ -203,3 +203,110 @@ def run_attack(
             float(sample_hits.all(0)[eligible].float().mean()) if eligible.any() else None
         )
     return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary)
+
+
+#: The summary fields ``results.csv`` of an attack folder holds, in order (chain-only ones empty otherwise).
+SUMMARY_COLUMNS = (
+    "attack",
+    "eps",
+    "norm",
+    "steps",
+    "samples",
+    "chains",
+    "targeted",
+    "examples",
+    "clean_accuracy",
+    "robust_accuracy",
+    "success_rate",
+    "any_sample_success_rate",
+    "acceptance_rate",
+    "distinct_labels",
+    "loss_ess_median",
+    "loss_rhat_median",
+    "mean_linf",
+    "mean_l2",
+    "seconds",
+)
+
+
+def write_attack_folder(
+    out: Path,
+    model: nn.Module,
+    settings: AttackSettings,
+    run: AttackRun,
+    images: Tensor,
+    labels: Tensor,
+    class_names: list[str],
+    extra: dict[str, Any],
+    started: float,
+) -> list[str]:
+    """Write an attack's run folder; returns the names of the files written.
+
+    ``adversarial.safetensors`` (examples, labels, the samples of a chain attack), ``config.json``
+    (the settings with ``extra``, e.g. the checkpoint and data), ``results.json`` (the summary with
+    its ``run`` record; ``started`` is when the invocation began), ``results.csv`` (the summary as
+    one row), ``grid.png``, ``chain.png`` for a chain attack whose samples are kept, ``report.md`` and
+    ``report.html``.
+    """
+    import dataclasses
+
+    from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_chain_grid
+    from hmcam.reporting.page import write_run_page
+    from hmcam.reporting.provenance import run_record
+    from hmcam.reporting.tables import markdown_table, write_csv
+    from hmcam.storage import atomic_write, atomic_write_json
+
+    tensors = {"adversarial": run.adversarial, "labels": labels}
+    if run.samples is not None:
+        tensors["samples"] = run.samples
+    save_tensors(out / "adversarial.safetensors", tensors, {**extra, **run.summary})
+    atomic_write_json(out / "config.json", {"kind": "attack", **extra, **dataclasses.asdict(settings)})
+    record = run_record("attack", started, str(images.device))
+    atomic_write_json(out / "results.json", {**extra, **run.summary, "run": record})
+    write_csv(out / "results.csv", [run.summary], SUMMARY_COLUMNS)
+    clean_prediction = predict(model, images)
+    adversarial_prediction = predict(model, run.adversarial)
+    shown = first_changed(clean_prediction, adversarial_prediction, 8)
+    title = f"{settings.name}, {settings.norm} eps = {settings.eps}"
+    save_adversarial_grid(
+        out / "grid.png",
+        images[shown].cpu(),
+        run.adversarial[shown].cpu(),
+        clean_prediction[shown].cpu(),
+        adversarial_prediction[shown].cpu(),
+        class_names,
+        title,
+    )
+    files = ["adversarial.safetensors", "config.json", "results.json", "results.csv", "grid.png"]
+    figures = ["![originals, perturbations and adversarial examples](grid.png)", ""]
+    if run.samples is not None:
+        # [S, B, ...] or [S, C, B, ...]: the first chain of the first four shown examples.
+        chain = run.samples if run.samples.dim() == images.dim() + 1 else run.samples[:, 0]
+        picked = chain[:, shown[:4].to(chain.device)]
+        save_chain_grid(
+            out / "chain.png",
+            images[shown[:4]].cpu(),
+            picked.cpu(),
+            predict(model, picked, sample_dims=1).cpu(),
+            class_names,
+            f"{settings.name} chain: one row per image, one column per sample",
+        )
+        files.append("chain.png")
+        figures += ["![the chain of samples](chain.png)", ""]
+    shown_columns = [column for column in SUMMARY_COLUMNS if run.summary.get(column) is not None]
+    lines = [
+        f"# Attack: {settings.name} on {extra.get('checkpoint', 'the model')}",
+        "",
+        f"{run.summary['examples']} examples, {settings.norm} eps {settings.eps}, {settings.steps} steps"
+        + (f", {settings.samples} samples x {settings.chains} chain(s)" if "chains" in run.summary else "")
+        + (", targeted at (label + 1) mod classes" if settings.targeted else "")
+        + f", seed {settings.seed}. Success counts among the correctly classified examples.",
+        "",
+        markdown_table([run.summary], shown_columns),
+        *figures,
+        "The examples: `adversarial.safetensors`; the summary: `results.json`, `results.csv`.",
+        "",
+    ]
+    atomic_write(out / "report.md", "\n".join(lines).encode())
+    write_run_page(out)
+    return [*files, "report.md", "report.html"]

@@ -1,44 +1,157 @@
-"""The embedded demo: train a small CNN on Fashion-MNIST, attack 1000 test images, write a report."""
+"""The embedded demo: what the paper is about, on Fashion-MNIST, in a few minutes on a CPU.
+
+Two networks of different designs are trained (a small CNN, the *source*, and LeNet, the
+*target*). Five attacks with the same gradient budget craft adversarial examples on the source at a
+radius where they do not all succeed (eps 0.05); each gets a white-box column (success on the
+source) and a black-box column (the same examples sent to the target, which the attacker never
+saw), and HMCAM also the success of *any* sample of its sequence. HMCAM's sequence is then drawn
+with several chains per image, with and without momentum refresh, and diagnosed as a Markov chain:
+acceptance, distinct labels reached, effective sample size and R-hat of the loss. Everything ends in
+one run folder with a self-contained ``report.html``.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor, nn
+
 from hmcam.data import ImageDataset, load_dataset
 from hmcam.evaluation import predict
-from hmcam.experiments.attack_run import AttackSettings, run_attack
+from hmcam.experiments.attack_run import AttackRun, AttackSettings, run_attack
 from hmcam.models import load_checkpoint
 from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_bar_chart, save_chain_grid
+from hmcam.reporting.page import write_run_page
+from hmcam.reporting.provenance import run_record
 from hmcam.reporting.tables import markdown_table, write_csv
 from hmcam.storage import atomic_write, atomic_write_json
 from hmcam.training import TrainConfig, train
 
-EPS = 0.1
+EPS = 0.05
 BUDGET = 20  # gradient evaluations for every iterative attack (HMCAM: S = 2 transitions of T = 10)
+#: The two networks: the attacker's (white-box) and the one it never sees (black-box).
+SOURCE, TARGET = "smallcnn", "lenet"
+#: The HMCAM sequence drawn for the diagnostics: chains per image, transitions, steps per transition, images.
+CHAINS, SAMPLES, CHAIN_STEPS, CHAIN_IMAGES = 4, 10, 4, 200
 COLUMNS = (
     "attack",
     "steps",
     "samples",
-    "success_rate",
-    "robust_accuracy",
+    "white_box_success",
+    "black_box_success",
+    "any_sample_black_box",
     "acceptance_rate",
-    "any_sample_success_rate",
     "mean_linf",
     "seconds",
+)
+SEQUENCE_COLUMNS = (
+    "chain",
+    "momentum_refresh",
+    "acceptance_rate",
+    "distinct_labels",
+    "loss_ess_median",
+    "loss_rhat_median",
+    "white_box_success",
+    "any_sample_white_box",
+    "any_sample_black_box",
 )
 
 
 def demo_attacks(seed: int) -> list[AttackSettings]:
-    """FGSM, PGD, M-PGD, AI-FGSM and HMCAM at eps = 0.1 with the same gradient budget."""
+    """FGSM, PGD, M-PGD, AI-FGSM and HMCAM at eps = 0.05 with the same gradient budget."""
     return [
         AttackSettings("fgsm", eps=EPS, steps=1, seed=seed),
         AttackSettings("pgd", eps=EPS, steps=BUDGET, seed=seed),
         AttackSettings("mpgd", eps=EPS, steps=BUDGET, seed=seed),
         AttackSettings("aifgsm", eps=EPS, steps=BUDGET, seed=seed),
         AttackSettings("hmcam", eps=EPS, steps=BUDGET // 2, samples=2, seed=seed),
+    ]
+
+
+def _train(architecture: str, folder: Path, epochs: int, seed: int, options: dict[str, Any]) -> Any:
+    config = TrainConfig(
+        dataset="fashion-mnist",
+        model=architecture,
+        method="natural",
+        epochs=epochs,
+        batch_size=128,
+        lr=0.05,
+        schedule="cosine",
+        seed=seed,
+        eval_subset=200,
+        eval_steps=10,
+        out=str(folder),
+        **options,
+    )
+    return train(config, resume=True)
+
+
+def _rate(fooled: Tensor, eligible: Tensor) -> float:
+    return float(fooled[eligible].float().mean()) if bool(eligible.any()) else float("nan")
+
+
+def _any_fooled(model: nn.Module, samples: Tensor, labels: Tensor, sample_dims: int) -> Tensor:
+    """Per image: whether any of its samples (the leading ``sample_dims`` dimensions) fools ``model``."""
+    predictions = predict(model, samples, sample_dims=sample_dims)
+    return (predictions != labels).flatten(0, sample_dims - 1).any(0)
+
+
+def _attack_row(
+    run: AttackRun, source: nn.Module, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]
+) -> dict[str, Any]:
+    summary = run.summary
+    row = {key: summary.get(key) for key in ("attack", "steps", "samples", "acceptance_rate", "mean_linf")}
+    row["seconds"] = round(summary["seconds"], 2)
+    row["white_box_success"] = _rate(predict(source, run.adversarial) != labels, correct["source"])
+    row["black_box_success"] = _rate(predict(target, run.adversarial) != labels, correct["target"])
+    if run.samples is not None:
+        row["any_sample_black_box"] = _rate(_any_fooled(target, run.samples, labels, 1), correct["target"])
+    return row
+
+
+def _sequence_row(
+    name: str, run: AttackRun, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]
+) -> dict[str, Any]:
+    assert run.samples is not None  # a chain attack keeps its samples unless streamed
+    summary = run.summary
+    return {
+        "chain": name,
+        "momentum_refresh": 1.0 if "refresh" in name else 0.0,
+        "acceptance_rate": summary["acceptance_rate"],
+        "distinct_labels": summary["distinct_labels"],
+        "loss_ess_median": summary["loss_ess_median"],
+        "loss_rhat_median": summary["loss_rhat_median"],
+        "white_box_success": summary["success_rate"],
+        "any_sample_white_box": summary["any_sample_success_rate"],
+        "any_sample_black_box": _rate(_any_fooled(target, run.samples, labels, 2), correct["target"]),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _findings(rows: Sequence[dict[str, Any]], sequence: Sequence[dict[str, Any]]) -> list[str]:
+    by_name = {row["attack"]: row for row in rows}
+    hmcam, mpgd = by_name["hmcam"], by_name["mpgd"]
+    paper, refreshed = sequence
+    return [
+        f"- White-box, HMCAM fools {_percent(hmcam['white_box_success'])} of the source's correctly classified "
+        f"images against M-PGD's {_percent(mpgd['white_box_success'])} at the same {BUDGET} gradient evaluations.",
+        f"- Black-box, on {TARGET} that the attacker never queried, its last sample fools "
+        f"{_percent(hmcam['black_box_success'])} (M-PGD {_percent(mpgd['black_box_success'])}), and at least one "
+        f"of its samples {_percent(hmcam['any_sample_black_box'])}.",
+        f"- The sequence: the paper's chain accepts {_percent(paper['acceptance_rate'])} of its proposals; its "
+        f"{CHAINS} chains per image reach {paper['distinct_labels']:.2f} labels on average, with loss R-hat "
+        f"{paper['loss_rhat_median']:.3f} (1.00 when chains agree). With momentum refresh: acceptance "
+        f"{_percent(refreshed['acceptance_rate'])}, {refreshed['distinct_labels']:.2f} labels, R-hat "
+        f"{refreshed['loss_rhat_median']:.3f}; any sample of any chain transfers for "
+        f"{_percent(refreshed['any_sample_black_box'])} of the images (paper's chain "
+        f"{_percent(paper['any_sample_black_box'])}).",
     ]
 
 
@@ -49,55 +162,121 @@ def run_demo(
     epochs: int = 2,
     seed: int = 0,
     data_root: str | None = None,
+    train_limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or reuse) the demo model, run the attacks, and write results, figures and ``report.md``.
+    """Train (or reuse) the two models, run the attacks and the sequence, and write the run folder.
 
-    The model is trained through the resumable trainer into ``out/model``: a second run finds the
-    finished run and skips training, and a killed run continues where it stopped.
+    The models are trained through the resumable trainer into ``out/source`` and ``out/target`` (on
+    the first ``train_limit`` training images if given): a second run finds the finished runs and
+    skips training, and a killed run continues where it stopped.
     """
+    started = time.time()
     out = Path(out)
-    config = TrainConfig(
-        dataset="fashion-mnist",
-        model="smallcnn",
-        method="natural",
-        epochs=epochs,
-        batch_size=128,
-        lr=0.05,
-        schedule="cosine",
-        seed=seed,
-        data_root=data_root,
-        eval_subset=200,
-        eval_steps=10,
-        out=str(out / "model"),
-        progress=progress,
-    )
-    started = time.perf_counter()
-    training = train(config, resume=True)
-    model, metadata = load_checkpoint(out / "model" / "last.safetensors")
+    options = {"data_root": data_root, "train_limit": train_limit, "progress": progress}
+    trained = {
+        role: _train(architecture, out / role, epochs, seed, options)
+        for role, architecture in (("source", SOURCE), ("target", TARGET))
+    }
+    source, _ = load_checkpoint(out / "source" / "last.safetensors")
+    target, _ = load_checkpoint(out / "target" / "last.safetensors")
     test = load_dataset("fashion-mnist", split="test", root=data_root, limit=examples)
     assert isinstance(test, ImageDataset)  # Fashion-MNIST is held in memory
     images, labels = test.images, test.labels
-    records = []
-    runs = {}
+    correct = {"source": predict(source, images) == labels, "target": predict(target, images) == labels}
+    rows, runs = [], {}
     for settings in demo_attacks(seed):
-        run = run_attack(model, settings, images, labels, progress=progress)
-        runs[settings.name] = run
-        records.append(run.summary)
-    names = test.info.class_names
-    write_csv(out / "results.csv", records, COLUMNS)
-    atomic_write_json(out / "results.json", {"training": training, "attacks": records, "model": metadata})
+        runs[settings.name] = run = run_attack(source, settings, images, labels, progress=progress)
+        rows.append(_attack_row(run, source, target, labels, correct))
+    subset = slice(0, min(CHAIN_IMAGES, examples))
+    chain_correct = {role: flags[subset] for role, flags in correct.items()}
+    sequence = []
+    chain_runs = {}
+    for name, refresh in (("paper's chain", 0.0), ("momentum refresh", 1.0)):
+        settings = AttackSettings(
+            "hmcam", eps=EPS, steps=CHAIN_STEPS, samples=SAMPLES, chains=CHAINS, momentum_refresh=refresh, seed=seed
+        )
+        chain_runs[name] = run = run_attack(source, settings, images[subset], labels[subset], progress=progress)
+        sequence.append(_sequence_row(name, run, target, labels[subset], chain_correct))
+    names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
+    _figures(out, source, images, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
+    config = {
+        "kind": "demo",
+        "dataset": "fashion-mnist",
+        "source": SOURCE,
+        "target": TARGET,
+        "epochs": epochs,
+        "examples": examples,
+        "eps": EPS,
+        "budget": BUDGET,
+        "seed": seed,
+        "sequence": {"chains": CHAINS, "samples": SAMPLES, "steps": CHAIN_STEPS, "images": CHAIN_IMAGES},
+    }
+    atomic_write_json(out / "config.json", config)
+    write_csv(out / "results.csv", rows, COLUMNS)
+    write_csv(out / "sequence.csv", sequence, SEQUENCE_COLUMNS)
+    accuracy = {role: float(flags.float().mean()) for role, flags in correct.items()}
+    findings = _findings(rows, sequence)
+    record = run_record("demo", started, str(images.device))
+    results = {"attacks": rows, "sequence": sequence, "clean_accuracy": accuracy, "training": trained, "run": record}
+    atomic_write_json(out / "results.json", json.loads(json.dumps(results, default=str)))
+    report = [
+        "# hmcam demo: white-box, black-box and the HMCAM sequence on Fashion-MNIST",
+        "",
+        f"The attacker crafts on `{SOURCE}` (clean accuracy {_percent(accuracy['source'])}); the same examples "
+        f"are then sent to `{TARGET}` (clean accuracy {_percent(accuracy['target'])}), a network of another design "
+        f"that the attacker never queried. L-inf eps = {EPS}, {examples} test images, {BUDGET} gradient evaluations "
+        "per iterative attack (HMCAM: S = 2 transitions of T = 10 steps). Success counts among the images the "
+        "attacked network classifies correctly.",
+        "",
+        *findings,
+        "",
+        "## Five attacks, white-box and black-box",
+        "",
+        markdown_table(rows, COLUMNS),
+        "![white-box and black-box success](success.png)",
+        "",
+        "![HMCAM examples](grid.png)",
+        "",
+        "## The HMCAM sequence as a Markov chain",
+        "",
+        f"{CHAINS} chains per image, {SAMPLES} transitions of {CHAIN_STEPS} steps each, on the first "
+        f"{min(CHAIN_IMAGES, examples)} images. Acceptance is the Metropolis-Hastings rate; distinct labels the "
+        "classes an image's samples are predicted as; ESS and R-hat (rank-normalized, split chains) of each "
+        "image's loss trace, median over images: R-hat near 1 means the chains agree.",
+        "",
+        markdown_table(sequence, SEQUENCE_COLUMNS),
+        "![a chain with momentum refresh](chain.png)",
+        "",
+        "Machine-readable: `results.json`, `results.csv` (attacks), `sequence.csv` (chains).",
+        "",
+    ]
+    atomic_write(out / "report.md", "\n".join(report).encode())
+    page = write_run_page(out)
+    return {"out": str(out), "records": rows, "sequence": sequence, "findings": findings, "page": str(page)}
+
+
+def _figures(
+    out: Path,
+    source: nn.Module,
+    images: Tensor,
+    hmcam: AttackRun,
+    chain: AttackRun,
+    rows: Sequence[dict[str, Any]],
+    names: list[str],
+) -> None:
     save_bar_chart(
         out / "success.png",
-        [r["attack"] for r in records],
-        [r["success_rate"] for r in records],
-        "success rate",
-        f"Fashion-MNIST, smallcnn, eps = {EPS}, {examples} test images",
+        [row["attack"] for row in rows],
+        {
+            f"white-box ({SOURCE})": [row["white_box_success"] for row in rows],
+            f"black-box ({TARGET})": [row["black_box_success"] for row in rows],
+        },
+        "success rate (%)",
+        f"Fashion-MNIST, eps = {EPS}, {len(images)} test images",
     )
-    hmcam = runs["hmcam"]
-    assert hmcam.samples is not None  # HMCAM is a chain attack, so its run keeps the samples
-    clean_prediction = predict(model, images)
-    adversarial_prediction = predict(model, hmcam.adversarial)
+    clean_prediction = predict(source, images)
+    adversarial_prediction = predict(source, hmcam.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
     save_adversarial_grid(
         out / "grid.png",
@@ -108,40 +287,25 @@ def run_demo(
         names,
         f"HMCAM (S=2, T=10), eps = {EPS}",
     )
+    assert chain.samples is not None
+    first_chain = chain.samples[:, 0, :4]  # [S, C, B, ...]: the first chain of the first four images
     save_chain_grid(
         out / "chain.png",
-        images[shown[:4]],
-        hmcam.samples[:, shown[:4]],
-        predict(model, hmcam.samples[:, shown[:4]], sample_dims=1),
+        images[:4],
+        first_chain,
+        predict(source, first_chain, sample_dims=1),
         names,
-        "HMCAM chain: one row per image",
+        "HMCAM sequence with momentum refresh: one row per image, one column per sample",
     )
-    final = training["final"]
-    report = [
-        "# hmcam demo: Fashion-MNIST\n",
-        f"Model: `smallcnn`, {training['epochs']} epochs of natural training "
-        f"(clean test accuracy {final['clean_accuracy']:.3f}).",
-        f"Attacks: L-inf, eps = {EPS}, {examples} test images, {BUDGET} gradient evaluations for every iterative "
-        "attack (HMCAM: S = 2 transitions of T = 10 steps). "
-        "Success rate counts the images the model classified correctly.\n",
-        markdown_table(records, COLUMNS),
-        "![success rates](success.png)\n",
-        "![HMCAM examples](grid.png)\n",
-        "![HMCAM chains](chain.png)\n",
-        f"Total time: {time.perf_counter() - started:.0f} s. "
-        "Machine-readable results: `results.json`, `results.csv`.\n",
-    ]
-    atomic_write(out / "report.md", "\n".join(report).encode())
-    return {"out": str(out), "records": records, "training": training}
 
 
 def main_summary(result: dict[str, Any]) -> str:
-    """The lines the command prints when the demo finishes."""
+    """The lines the command prints when the demo finishes: the tables, the findings and where the page is."""
     out = Path(result["out"])
-    table = markdown_table(result["records"], COLUMNS)
     return (
-        f"{table}\n"
-        f"report:  {out / 'report.md'}\n"
-        f"results: {out / 'results.json'}, {out / 'results.csv'}\n"
-        f"figures: {out / 'grid.png'}, {out / 'chain.png'}, {out / 'success.png'}\n" + json.dumps({"out": str(out)})
+        f"{markdown_table(result['records'], COLUMNS)}\n{markdown_table(result['sequence'], SEQUENCE_COLUMNS)}\n"
+        + "\n".join(result["findings"])
+        + f"\n\nreport page: {result['page']}\n"
+        f"report:      {out / 'report.md'}\n"
+        f"results:     {out / 'results.json'}, {out / 'results.csv'}, {out / 'sequence.csv'}\n"
     )

@@ -167,8 +167,13 @@ def run_reproduce(
     models = Path(models_dir) if models_dir is not None else out / "models"
     options = RunOptions(out, device, data_root, models, progress=False)
     pending = [name for name in ORDER if name not in finished or not (out / name / "report.md").exists()]
-    bar = tqdm(total=len(ORDER), initial=len(ORDER) - len(pending), desc=f"reproduce {scale.name}", unit="experiment")
-    bar.disable = not progress
+    bar = tqdm(
+        total=len(ORDER),
+        initial=len(ORDER) - len(pending),
+        desc=f"reproduce {scale.name}",
+        unit="experiment",
+        disable=not progress,
+    )
     with bar:
         for name in pending:
             bar.set_postfix_str(name)

@@ -9,6 +9,7 @@ of its last sample, and the share of images where any sample hits is reported be
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import torch
@@ -138,7 +139,20 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                 "verdict": verdict(outcomes),
             }
         )
+    from hmcam.reporting.figures import save_bar_chart
+
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    out.mkdir(parents=True, exist_ok=True)
+    save_bar_chart(
+        out / "targeted.png",
+        [LABELS[attack] for attack in ATTACKS],
+        {
+            f"{steps} steps": [statistics.fmean(rate(v, attack, steps) / 100 for v in victims) for attack in ATTACKS]
+            for steps in counts
+        },
+        "targeted success (%)",
+        f"targeted, eps {eps:.4g}, mean over {', '.join(victims)}",
+    )
     report = "\n".join(
         [
             "## Targeted attacks (Table 8)",
@@ -148,6 +162,8 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "prediction is the target.",
             "",
             markdown_table(rows, columns),
+            "![targeted success with few and many steps](targeted.png)",
+            "",
             claim_table(claims),
         ]
     )

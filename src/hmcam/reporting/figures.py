@@ -99,15 +99,31 @@ def save_chain_grid(
 
 
 def save_bar_chart(
-    path: str | os.PathLike[str], names: Sequence[str], values: Sequence[float], ylabel: str, title: str = ""
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    values: Sequence[float] | Mapping[str, Sequence[float]],
+    ylabel: str,
+    title: str = "",
 ) -> None:
-    """A labelled bar chart, e.g. success rate per attack."""
-    figure = _figure((1.1 * len(names) + 2, 3.2))
+    """A labelled bar chart of fractions shown in percent, e.g. success rate per attack.
+
+    ``values`` is one value per name, or a mapping from a series label to one value per name,
+    drawn as grouped bars with a legend (e.g. white-box and black-box success per attack).
+    """
+    series = dict(values) if isinstance(values, Mapping) else {"": values}
+    figure = _figure((1.1 * len(names) * max(1, 0.7 * len(series)) + 2, 3.2))
     axis = figure.subplots()
-    bars = axis.bar(list(names), [100 * v for v in values], color="#4878a8")
-    axis.bar_label(bars, fmt="%.1f%%", fontsize=8)
+    width = 0.8 / len(series)
+    colours = ("#4878a8", "#e08a3c", "#6a9f58", "#b5524e")
+    for index, (label, numbers) in enumerate(series.items()):
+        positions = [i + (index - (len(series) - 1) / 2) * width for i in range(len(names))]
+        bars = axis.bar(positions, [100 * v for v in numbers], width, label=label or None, color=colours[index % 4])
+        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+    axis.set_xticks(range(len(names)), list(names))
     axis.set_ylabel(ylabel)
-    axis.set_ylim(0, 105)
+    axis.set_ylim(0, 108)
+    if len(series) > 1:
+        axis.legend(fontsize=8, loc="upper left")
     if title:
         axis.set_title(title, fontsize=10)
     _save(figure, path)

@@ -39,7 +39,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #1d232a; line-height: 1.45; }
 h1 { border-bottom: 2px solid #1d232a; padding-bottom: .3rem; }
 h2 { border-bottom: 1px solid #c8ced6; padding-bottom: .2rem; margin-top: 2.5rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; display: block; overflow-x: auto; }
 th, td { border: 1px solid #c8ced6; padding: .25rem .55rem; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
 img { max-width: 100%; height: auto; display: block; margin: .8rem 0; }
@@ -125,7 +125,7 @@ def image_data(path: Path) -> str:
         raise ValueError(f"the report refers to {path}, which does not exist")
     data = path.read_bytes()
     if not data.startswith(kind[1]):
-        raise ValueError(f"{path} is not a {kind[0]} file (damaged or misnamed)")
+        raise ValueError(f"{path} does not hold {kind[0]} data (damaged or misnamed)")
     return f"data:{kind[0]};base64,{base64.b64encode(data).decode('ascii')}"
 
 

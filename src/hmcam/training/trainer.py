@@ -13,6 +13,9 @@ A run folder ``RUN_DIR = config.out`` receives, every epoch (from rank 0 only), 
   ``train_seconds`` (training alone) and ``seconds`` (with evaluation), and
   ``collapse`` when training accuracy has sat at chance;
 - ``curves.png``        loss and accuracies per epoch;
+- ``results.json``, ``results.csv``, ``report.md``, ``report.html`` once the last epoch is done: the
+  run summary with its ``run`` record, the per-epoch table and the report
+  (:mod:`hmcam.training.report`);
 - ``state.safetensors`` the trainer state: weights, optimizer tensors, every process's RNG states and
   method state, the method's shared state and per-example store (once), the epoch, step, history
   and best result (JSON metadata, no pickle). It is written last, so it is the commit point:
@@ -78,6 +81,7 @@ from hmcam.training.distributed import (
 )
 from hmcam.training.examples import ExampleState
 from hmcam.training.methods import Batch, MethodSetup, StepContext, StepMeter, TrainingMethod, build_method
+from hmcam.training.report import write_training_report
 from hmcam.training.schedules import Schedule, resolve_milestones
 from hmcam.training.state import (
     capture_rng,
@@ -653,6 +657,7 @@ class Trainer:
             if state_exists:
                 self._write_history_files()
         started = time.perf_counter()
+        wall_started = time.time()
         while self.epoch < self.config.epochs:
             began = time.perf_counter()
             record: dict[str, Any] = {"epoch": self.epoch + 1}
@@ -684,7 +689,7 @@ class Trainer:
             self._finish_epoch(record)
             if collapse is not None and self.config.stop_on_collapse:
                 raise TrainingCollapsed(f"{collapse}. Stopped after saving epoch {record['epoch']} (stop_on_collapse)")
-        return {
+        summary = {
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,
             "steps": self.step,
@@ -699,6 +704,9 @@ class Trainer:
                 for name in (CONFIG_FILE, METRICS_FILE, LAST_FILE, BEST_FILE, STATE_FILE, CURVES_FILE)
             },
         }
+        if self.context.is_main:
+            write_training_report(self.run_dir, summary, self.history, self.resolved(), wall_started)
+        return summary
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""The embedded demo: two networks, white-box and black-box columns, the HMCAM sequence and its page."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hmcam.experiments.demo import COLUMNS, SEQUENCE_COLUMNS, SOURCE, TARGET, main_summary, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo on 32 test images with both networks trained one epoch on 1000 images."""
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, examples=32, epochs=1, train_limit=1000, progress=False)
+
+
+def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
+    out = Path(demo["out"])
+    for name in ("config.json", "results.json", "results.csv", "sequence.csv", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    for name in ("success.png", "grid.png", "chain.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "demo" and (config["source"], config["target"]) == (SOURCE, TARGET)
+    assert SOURCE != TARGET  # the black-box column is a network of another design
+    for role in ("source", "target"):
+        assert (out / role / "report.html").is_file()  # each model's training run has its own page
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["attack"] for row in rows] == ["fgsm", "pgd", "mpgd", "aifgsm", "hmcam"]
+    assert list(rows[0]) == list(COLUMNS)
+    for row in rows:
+        assert 0 <= float(row["white_box_success"]) <= 1 and 0 <= float(row["black_box_success"]) <= 1
+    assert rows[-1]["any_sample_black_box"] and float(rows[-1]["any_sample_black_box"]) >= float(
+        rows[-1]["black_box_success"]
+    )  # any of the samples includes the last one
+
+
+def test_the_sequence_has_its_diagnostics(demo: dict[str, Any]) -> None:
+    paper, refreshed = demo["sequence"]
+    assert list(paper) == list(SEQUENCE_COLUMNS)
+    for row in (paper, refreshed):
+        assert 0 <= row["acceptance_rate"] <= 1 and 1 <= row["distinct_labels"] <= 10
+        assert row["loss_ess_median"] > 0 and row["loss_rhat_median"] >= 0.9
+        assert row["any_sample_white_box"] >= row["white_box_success"]
+    assert (paper["momentum_refresh"], refreshed["momentum_refresh"]) == (0.0, 1.0)
+
+
+def test_the_summary_names_the_page_and_a_second_run_reuses_the_models(demo: dict[str, Any]) -> None:
+    out = Path(demo["out"])
+    printed = main_summary(demo)
+    assert f"report page: {out / 'report.html'}" in printed and "| hmcam |" in printed
+    stamp = (out / "source" / "state.safetensors").stat().st_mtime_ns
+    again = run_demo(out, examples=32, epochs=1, train_limit=1000, progress=False)
+    assert (out / "source" / "state.safetensors").stat().st_mtime_ns == stamp
+    # Seeded attacks on the same reloaded models: the same outcomes.
+    for key in ("white_box_success", "black_box_success"):
+        assert [row[key] for row in again["records"]] == [row[key] for row in demo["records"]]

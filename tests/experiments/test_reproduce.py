@@ -1,0 +1,124 @@
+"""``hmcam reproduce`` at smoke scale: every experiment in order, resumed after a kill, one report page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hmcam.cli import main
+from hmcam.experiments.registry import ATTACK_EXPERIMENTS
+from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, get_reproduce_scale, run_reproduce
+from hmcam.experiments.setup import ATTACK_SCALES
+from hmcam.experiments.statistics import VERDICTS
+from hmcam.storage import current_umask
+
+SMOKE = get_reproduce_scale("smoke")
+RUN_FILES = ("config.json", "results.json", "results.csv", "report.md", "report.html")
+
+
+class Killed(Exception):
+    """Stands for a kill between two experiments."""
+
+
+@pytest.fixture(scope="module")
+def reproduced(smoke_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A smoke reproduction killed after its third experiment, then resumed to the end."""
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+
+    def kill(name: str) -> None:
+        if name == ORDER[2]:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_reproduce(SMOKE, out, models_dir=smoke_models, progress=False, callback=kill)
+    before = {name: (out / name / "results.json").stat().st_mtime_ns for name in ORDER[:3]}
+    assert not (out / ORDER[3] / "report.md").exists() and not (out / "report.html").exists()
+    result = run_reproduce(SMOKE, out, models_dir=smoke_models, progress=False)
+    return {"out": out, "result": result, "before": before}
+
+
+def test_scales_name_every_experiment_and_the_paper_scale_is_the_papers() -> None:
+    assert set(ORDER) == set(ATTACK_EXPERIMENTS) | {"at-efficiency"} and len(ORDER) == len(set(ORDER))
+    assert set(REPRODUCE_SCALES) == {"smoke", "small", "paper"}
+    assert REPRODUCE_SCALES["paper"].attack == ATTACK_SCALES["paper"]
+    small = REPRODUCE_SCALES["small"]
+    assert small.attack.images == 500 and small.attack.seeds == (0,) and small.attack.budget == 20
+    assert all(study.train["train_limit"] == 20_000 for study in small.training.studies)
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        get_reproduce_scale("huge")
+
+
+def test_a_killed_run_resumes_without_redoing_finished_experiments(reproduced: dict[str, Any]) -> None:
+    out = reproduced["out"]
+    for name, stamp in reproduced["before"].items():
+        assert (out / name / "results.json").stat().st_mtime_ns == stamp, f"{name} was redone"
+    progress = json.loads((out / "progress.json").read_text())
+    assert set(progress) == set(ORDER) and all(entry["seconds"] >= 0 for entry in progress.values())
+    log = (out / "reproduce.log").read_text()
+    assert log.count("start transfer") == 1 and log.count(f"start {ORDER[3]}") == 1
+
+
+def test_every_folder_holds_the_files_people_open_readable_by_the_group(reproduced: dict[str, Any]) -> None:
+    out = reproduced["out"]
+    # The umask's mode, as for any new file: 0644 (group-readable) under the usual umask 022.
+    mode = 0o666 & ~current_umask()
+    for folder in [out, *(out / name for name in ORDER)]:
+        for name in RUN_FILES:
+            path = folder / name
+            assert path.is_file(), f"{path} is missing"
+            assert stat.S_IMODE(path.stat().st_mode) == mode
+        if folder != out:
+            assert list(folder.glob("*.png")), f"{folder} has no figure"
+            config = json.loads((folder / "config.json").read_text())
+            assert config["kind"] == "experiment" and config["experiment"] == folder.name
+            run = json.loads((folder / "results.json").read_text())["run"]
+            assert run["wall_seconds"] >= 0 and run["environment"]["packages"]["torch"]
+
+
+def test_the_top_report_gathers_every_claim_and_figure(reproduced: dict[str, Any]) -> None:
+    out = reproduced["out"]
+    claims = list(csv.DictReader((out / "results.csv").open()))
+    per_experiment = [len(json.loads((out / name / "results.json").read_text())["claims"]) for name in ORDER]
+    assert len(claims) == sum(per_experiment) and all(count > 0 for count in per_experiment)
+    assert {claim["verdict"] for claim in claims} <= set(VERDICTS)
+    assert [claim["experiment"] for claim in claims] == sorted(
+        (claim["experiment"] for claim in claims), key=ORDER.index
+    )
+    page = (out / "report.html").read_text()
+    figures = sum(len(list((out / name).glob("*.png"))) for name in ORDER)
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == figures
+    assert page.count('<section id="run-') == len(ORDER)
+    assert "hmcam reproduce --scale smoke" in page
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("\n## ") >= len(ORDER) and "](transfer/" in markdown
+
+
+def test_the_page_loads_in_chromium(reproduced: dict[str, Any], check_page) -> None:
+    check = check_page(reproduced["out"] / "report.html")
+    assert check.images and set(check.images) == {"ok"} and check.console == [] and check.shows_something
+
+
+def test_the_command_line_finishes_a_finished_run_at_once_and_refuses_another_scale(
+    reproduced: dict[str, Any], smoke_models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = reproduced["out"]
+    progress = (out / "progress.json").read_text()
+    argv = ["reproduce", "--scale", "smoke", "--out", str(out), "--models", str(smoke_models), "--no-progress"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"] == str(out / "report.html") and list(printed["minutes"]) == list(ORDER)
+    assert sum(printed["verdicts"].values()) == len(list(csv.DictReader((out / "results.csv").open())))
+    assert (out / "progress.json").read_text() == progress  # nothing was redone
+    assert main(["reproduce", "--scale", "small", "--out", str(out), "--no-progress"]) == 2
+    assert "holds a reproduction of another scale" in capsys.readouterr().err
+    blocker = out / "results.csv"
+    assert main(["reproduce", "--out", str(blocker / "x")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert os.path.exists(out / "report.html")

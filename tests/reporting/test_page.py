@@ -1,0 +1,113 @@
+"""The report page: self-contained HTML and Markdown from run folders, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hmcam.reporting.figures import save_bar_chart
+from hmcam.reporting.page import _shift_headings, read_run, write_report, write_run_page
+from hmcam.reporting.provenance import run_record
+
+CLAIM = {"claim": "HMCAM transfers better than PGD", "paper": "+7.7 points", "ours": "+0.8 points", "verdict": "partly"}
+
+
+def make_run(folder: Path, name: str, claims: list[dict[str, str]] | None = None, report: str | None = None) -> Path:
+    """A finished run folder as hmcam writes one: config, results with a run record, a figure, a table, a report."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "experiment", "experiment": name, "eps": 0.05}))
+    results: dict[str, Any] = {"claims": claims or [], "run": run_record("experiment", 0.0, "cpu")}
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "results.csv").write_text("attack,success\npgd,0.5\n")
+    save_bar_chart(folder / "success.png", ["pgd", "hmcam"], [0.5, 0.75], "success rate", name)
+    save_bar_chart(folder / "extra.png", ["a"], [0.25], "share")
+    text = (
+        report
+        or f"# {name}\n\nSome text.\n\n| attack | success |\n|---|---|\n| pgd | 0.5 |\n\n![success](success.png)\n"
+    )
+    (folder / "report.md").write_text(text)
+    return folder
+
+
+def test_the_page_embeds_every_figure_and_lists_claims_runs_and_environment(tmp_path: Path) -> None:
+    first = make_run(tmp_path / "runs" / "transfer", "transfer", [CLAIM])
+    second = make_run(tmp_path / "runs" / "ensemble", "ensemble", [{**CLAIM, "verdict": "holds"}])
+    written = write_report([first, second], tmp_path / "out" / "page.html", title="two runs")
+    page = Path(written["html"]).read_text()
+    assert written["markdown"] == str(tmp_path / "out" / "page.md")
+    # Both figures of both runs are embedded (the one report.md shows and the one it does not), nothing is fetched.
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 4 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert base64.b64decode(sources[0].split(",", 1)[1]) == (first / "success.png").read_bytes()
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    # The claims table: one row per claim, coloured by verdict; the report's own table is rendered.
+    assert '<tr class="partly"><td>transfer</td><td>HMCAM transfers better than PGD</td>' in page
+    assert '<tr class="holds"><td>ensemble</td>' in page
+    assert "<td>pgd</td>" in page and "<h2>transfer</h2>" in page
+    assert "AMD" in page or "Intel" in page or "<td>machine</td>" in page
+    assert 'href="../runs/transfer/results.csv"' in page  # links relative to the page
+    markdown = (tmp_path / "out" / "page.md").read_text()
+    assert "![success](../runs/transfer/success.png)" in markdown and "| transfer | HMCAM transfers" in markdown
+
+
+def test_a_run_page_in_its_own_folder_leaves_its_report_md_alone(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "demo")
+    before = (run / "report.md").read_text()
+    page = write_run_page(run)
+    assert page == run / "report.html" and (run / "report.md").read_text() == before
+    assert read_run(run).name == "demo" and read_run(run).kind == "experiment"
+
+
+def test_headings_shift_so_the_highest_becomes_the_given_level() -> None:
+    assert _shift_headings("## a\n### b\n```\n# code\n```", 2) == "## a\n### b\n```\n# code\n```"
+    assert _shift_headings("# a\n## b", 2) == "## a\n### b"
+    assert _shift_headings("### a\ntext", 2) == "## a\ntext"
+
+
+def test_bad_folders_and_figures_are_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        write_report([tmp_path / "missing"], tmp_path / "r.html")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no report.md"):
+        write_report([tmp_path / "empty"], tmp_path / "r.html")
+    with pytest.raises(ValueError, match="at least one run folder"):
+        write_report([], tmp_path / "r.html")
+    run = make_run(tmp_path / "run", "x")
+    with pytest.raises(ValueError, match="must name an .html file"):
+        write_report([run], tmp_path / "r.pdf")
+    (run / "results.json").write_text("{broken")
+    with pytest.raises(ValueError, match="results.json is not valid JSON"):
+        write_report([run], tmp_path / "r.html")
+    remote = make_run(tmp_path / "remote", "r", report="# r\n\n![x](https://example.org/x.png)\n")
+    with pytest.raises(ValueError, match="may only show its own figures"):
+        write_report([remote], tmp_path / "r.html")
+    missing = make_run(tmp_path / "gone", "g", report="# g\n\n![x](nothere.png)\n")
+    with pytest.raises(ValueError, match="nothere.png, which does not exist"):
+        write_report([missing], tmp_path / "r.html")
+    (missing / "nothere.png").write_text("not an image")
+    with pytest.raises(ValueError, match="does not hold image/png data"):
+        write_report([missing], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()  # no half-written page
+
+
+def test_the_page_loads_in_chromium_without_errors_and_every_image_decodes(tmp_path: Path, check_page) -> None:
+    first = make_run(tmp_path / "transfer", "transfer", [CLAIM])
+    second = make_run(tmp_path / "ensemble", "ensemble", [{**CLAIM, "verdict": "does not hold"}])
+    page = Path(write_report([first, second], tmp_path / "report.html")["html"])
+    check = check_page(page)
+    assert check.images == ["ok"] * 4 and check.console == [] and check.shows_something
+
+
+def test_the_chromium_check_catches_a_broken_image_a_console_error_and_a_blank_page(tmp_path: Path, check_page) -> None:
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        '<html><body><img src="data:image/png;base64,AAAA"><script>undefinedFunction();</script></body></html>'
+    )
+    check = check_page(broken)
+    assert check.images == ["broken"] and any("undefinedFunction" in line for line in check.console)
+    assert not check.shows_something
