@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hmcam-installed
 # Where `make docs` builds the site (ignored by git).
 SITE   ?= site
 
-.PHONY: install data lint docs test demo bench
+.PHONY: install data browser lint docs test demo reproduce bench
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -25,6 +25,14 @@ data:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; \
 	  } || echo "note: could not install dataset-fashion-mnist through apt; hmcam will download it"; }
 
+# Headless Chromium, in which the tests load the HTML report pages; without it those tests are skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 && { \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; \
+	  } || echo "note: could not install chromium through apt; the report-page browser tests will be skipped"; }
+
 # Lint, formatting and strict types; configured in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: install
 	$(PYTHON) -m ruff check .
@@ -35,11 +43,15 @@ lint: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir $(SITE)
 
-test: install data lint docs
+test: install data browser lint docs
 	$(PYTHON) -m pytest -q
 
 demo: install data
 	$(PYTHON) -m hmcam demo --out runs/demo
+
+# Every experiment of the paper at the small scale, then one report page (the README gives the time).
+reproduce: install data
+	$(PYTHON) -m hmcam reproduce --scale small --out runs/reproduce
 
 bench: install
 	$(PYTHON) benchmarks/attacks.py

@@ -256,7 +256,7 @@ class RobustEvaluation:
         return _fraction(self.robust)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything but the per-example tensors, as JSON-ready values (``evaluation.json``)."""
+        """Everything but the per-example tensors, as JSON-ready values (``results.json``)."""
         fooled = self.fooled_by >= 0
         return {
             "examples": self.config.examples,
@@ -281,7 +281,7 @@ class RobustEvaluation:
         }
 
     def attack_rows(self) -> list[dict[str, Any]]:
-        """One row per attack for ``attacks.csv`` (run order)."""
+        """One row per attack for ``results.csv`` (run order)."""
         rows = []
         for order, report in enumerate(self.attacks):
             row = report.to_dict()
