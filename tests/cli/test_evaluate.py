@@ -174,7 +174,7 @@ def _free_port() -> int:
 
 def _numbers(folder: Path) -> dict[str, Any]:
     summary = json.loads((folder / "results.json").read_text())
-    for key in ("seconds", "world_size", "resumed"):
+    for key in ("seconds", "world_size", "resumed", "run"):
         summary.pop(key)
     for row in summary["attacks"]:
         row.pop("seconds")

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--scale",
         default="smoke",
         choices=SCALES,
-        help="smoke: about 2 minutes; small: this 2-core CPU (the README gives the time); paper: days on a GPU",
+        help="smoke: under a minute; small: this 2-core CPU (the README gives the time); paper: days on a GPU",
     )
     parser.add_argument("--out", required=True, help="run folder (a rerun continues what it holds)")
     parser.add_argument("--models", help="folder of the attack experiments' trained models (default: OUT/models)")

@@ -55,7 +55,7 @@ class ReproduceScale:
     training: TrainingScale
 
 
-#: ``smoke`` runs in about two minutes (the tests use it); ``small`` is sized for a 2-core CPU
+#: ``smoke`` runs in under a minute on 2 CPU cores (the tests use it); ``small`` is sized for a 2-core CPU
 #: (the README gives its measured time); ``paper`` is every experiment at the paper's settings.
 REPRODUCE_SCALES: dict[str, ReproduceScale] = {
     "smoke": ReproduceScale(
