@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,8 +85,12 @@ def test_files_hold_the_summary_the_attack_table_and_every_example(digits_model,
     x, y = data
     result = evaluate_robustness(digits_model, x, y, ["fgsm", "pgd"], **{**SETTINGS, "standalone": True})
     paths = result.save(tmp_path / "out", {"checkpoint": "digits"})
-    summary = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["checkpoint"] == "digits" and summary["robust_accuracy"] == result.robust_accuracy
+    assert summary["run"]["kind"] == "evaluation" and summary["run"]["wall_seconds"] >= 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["kind"] == "evaluation" and config["attacks"] == ["fgsm", "pgd"]
+    assert "| pgd |" in (tmp_path / "out" / "report.md").read_text() and Path(paths["page"]).is_file()
     with open(paths["attacks_csv"]) as handle:
         attacks = list(csv.DictReader(handle))
     assert [row["name"] for row in attacks] == ["fgsm", "pgd"]

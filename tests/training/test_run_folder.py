@@ -41,7 +41,8 @@ def test_the_state_is_the_last_file_of_every_epoch(tmp_path: Path, monkeypatch: 
     train(TrainConfig(**CONFIG, out=str(tmp_path / "run")))
     assert written[0] == "config.json"
     epochs = "|".join(written[1:]).split("state.safetensors")
-    assert epochs[-1] == ""  # nothing after the last state
+    # After the last state only the finished run's files, which no resume needs.
+    assert epochs[-1].strip("|").split("|") == ["results.json", "results.csv", "report.md", "report.html"]
     for epoch in epochs[:-1]:
         assert {"metrics.jsonl", "curves.png", "last.safetensors", "state.json"} <= set(epoch.strip("|").split("|"))
 
