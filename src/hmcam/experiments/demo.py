@@ -35,8 +35,9 @@ EPS = 0.05
 BUDGET = 20  # gradient evaluations for every iterative attack (HMCAM: S = 2 transitions of T = 10)
 #: The two networks: the attacker's (white-box) and the one it never sees (black-box).
 SOURCE, TARGET = "smallcnn", "lenet"
-#: The HMCAM sequence drawn for the diagnostics: chains per image, transitions, steps per transition, images.
-CHAINS, SAMPLES, CHAIN_STEPS, CHAIN_IMAGES = 4, 10, 4, 200
+#: The HMCAM sequence drawn for the diagnostics: chains per image, transitions, steps per transition (the T
+#: of the table's HMCAM), images.
+CHAINS, SAMPLES, CHAIN_STEPS, CHAIN_IMAGES = 4, 10, BUDGET // 2, 200
 COLUMNS = (
     "attack",
     "steps",
