@@ -116,6 +116,9 @@ def test_the_command_line_finishes_a_finished_run_at_once_and_refuses_another_sc
     assert printed["report"] == str(out / "report.html") and list(printed["minutes"]) == list(ORDER)
     assert sum(printed["verdicts"].values()) == len(list(csv.DictReader((out / "results.csv").open())))
     assert (out / "progress.json").read_text() == progress  # nothing was redone
+    (out / "progress.json").write_text("{")
+    assert main(argv) == 2 and "progress.json is not valid JSON" in capsys.readouterr().err
+    (out / "progress.json").write_text(progress)
     assert main(["reproduce", "--scale", "small", "--out", str(out), "--no-progress"]) == 2
     assert "holds a reproduction of another scale" in capsys.readouterr().err
     blocker = out / "results.csv"

@@ -163,7 +163,14 @@ def run_reproduce(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config)
     progress_file = out / PROGRESS_FILE
-    finished: dict[str, Any] = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    finished: dict[str, Any] = {}
+    if progress_file.exists():
+        try:
+            finished = json.loads(progress_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{progress_file} is not valid JSON ({error}); remove it to redo every experiment"
+            ) from None
     models = Path(models_dir) if models_dir is not None else out / "models"
     options = RunOptions(out, device, data_root, models, progress=False)
     pending = [name for name in ORDER if name not in finished or not (out / name / "report.md").exists()]
