@@ -44,11 +44,19 @@ def test_the_page_embeds_every_figure_and_lists_claims_runs_and_environment(tmp_
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 4 and all(source.startswith("data:image/png;base64,") for source in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1]) == (first / "success.png").read_bytes()
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert (
+        len(re.findall(r'<a href="#', page)) == 2
+        and "<script" not in page
+        and "http://" not in page
+        and "https://" not in page
+    )
     # The claims table: one row per claim, coloured by verdict; the report's own table is rendered.
     assert '<tr class="partly"><td>transfer</td><td>HMCAM transfers better than PGD</td>' in page
     assert '<tr class="holds"><td>ensemble</td>' in page
     assert "<td>pgd</td>" in page and "<h2>transfer</h2>" in page
+    # The overview links to each run's section.
+    for anchor in re.findall(r'<a href="#([^"]+)">', page):
+        assert f'<section id="{anchor}">' in page
     assert "AMD" in page or "Intel" in page or "<td>machine</td>" in page
     assert 'href="../runs/transfer/results.csv"' in page  # links relative to the page
     markdown = (tmp_path / "out" / "page.md").read_text()

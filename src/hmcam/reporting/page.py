@@ -173,7 +173,13 @@ def _markdown_html(text: str, folder: Path) -> tuple[str, set[str]]:
     return re.sub(r'src="([^"]*)"', embed, rendered), used
 
 
+class _Html(str):
+    """Text that is already HTML (a link the page builds itself), put into a table cell unescaped."""
+
+
 def _cell(value: Any) -> str:
+    if isinstance(value, _Html):
+        return str(value)
     return html.escape("-" if value is None or value == "" else str(value))
 
 
@@ -239,7 +245,7 @@ def render_html(runs: Sequence[RunFolder], title: str, page_folder: Path) -> str
     overview = _table(
         [
             (
-                f"{index + 1}. {run.name}",
+                _Html(f'<a href="#{_anchor(index, run)}">{index + 1}. {html.escape(run.name)}</a>'),
                 run.kind,
                 _duration(run.record.get("wall_seconds")),
                 run.record.get("finished"),
