@@ -706,23 +706,13 @@ def run_efficiency(
     A ``config.json`` left by another scale or other settings in ``out`` is an error: results of two
     plans are never mixed.
     """
+    from hmcam.experiments.setup import start_run_folder
     from hmcam.reporting.provenance import run_record
 
     started = time.time()
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"--out {folder} is a file, not a folder")
     planned = plan(scale)
-    plan_file = folder / "config.json"
-    if plan_file.exists():
-        try:
-            saved = json.loads(plan_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{plan_file} is not valid JSON ({error}); remove it or choose another --out") from error
-        if saved != json.loads(json.dumps(planned)):
-            raise ValueError(f"{folder} holds a run of another plan ({plan_file}); choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(plan_file, planned)
+    start_run_folder(folder, planned, "a run of another plan")
     jobs = [(study, arm, seed) for study in scale.studies for arm in study.arms for seed in scale.seeds]
     results = []
     for study, arm, seed in tqdm(jobs, desc=f"at-efficiency {scale.name}", unit="run", disable=not progress):

@@ -101,13 +101,12 @@ def _any_fooled(model: nn.Module, samples: Tensor, labels: Tensor, sample_dims: 
     return (predictions != labels).flatten(0, sample_dims - 1).any(0)
 
 
-def _attack_row(
-    run: AttackRun, source: nn.Module, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]
-) -> dict[str, Any]:
+def _attack_row(run: AttackRun, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]) -> dict[str, Any]:
     summary = run.summary
     row = {key: summary.get(key) for key in ("attack", "steps", "samples", "acceptance_rate", "mean_linf")}
     row["seconds"] = round(summary["seconds"], 2)
-    row["white_box_success"] = _rate(predict(source, run.adversarial) != labels, correct["source"])
+    # run_attack counts success among the images the attacked (source) model classifies correctly.
+    row["white_box_success"] = summary["success_rate"]
     row["black_box_success"] = _rate(predict(target, run.adversarial) != labels, correct["target"])
     if run.samples is not None:
         row["any_sample_black_box"] = _rate(_any_fooled(target, run.samples, labels, 1), correct["target"])
@@ -115,13 +114,13 @@ def _attack_row(
 
 
 def _sequence_row(
-    name: str, run: AttackRun, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]
+    name: str, refresh: float, run: AttackRun, target: nn.Module, labels: Tensor, correct: dict[str, Tensor]
 ) -> dict[str, Any]:
     assert run.samples is not None  # a chain attack keeps its samples unless streamed
     summary = run.summary
     return {
         "chain": name,
-        "momentum_refresh": 1.0 if "refresh" in name else 0.0,
+        "momentum_refresh": refresh,
         "acceptance_rate": summary["acceptance_rate"],
         "distinct_labels": summary["distinct_labels"],
         "loss_ess_median": summary["loss_ess_median"],
@@ -184,11 +183,12 @@ def run_demo(
     test = load_dataset("fashion-mnist", split="test", root=data_root, limit=examples)
     assert isinstance(test, ImageDataset)  # Fashion-MNIST is held in memory
     images, labels = test.images, test.labels
-    correct = {"source": predict(source, images) == labels, "target": predict(target, images) == labels}
+    clean_prediction = predict(source, images)
+    correct = {"source": clean_prediction == labels, "target": predict(target, images) == labels}
     rows, runs = [], {}
     for settings in demo_attacks(seed):
         runs[settings.name] = run = run_attack(source, settings, images, labels, progress=progress)
-        rows.append(_attack_row(run, source, target, labels, correct))
+        rows.append(_attack_row(run, target, labels, correct))
     subset = slice(0, min(CHAIN_IMAGES, examples))
     chain_correct = {role: flags[subset] for role, flags in correct.items()}
     sequence = []
@@ -198,9 +198,9 @@ def run_demo(
             "hmcam", eps=EPS, steps=CHAIN_STEPS, samples=SAMPLES, chains=CHAINS, momentum_refresh=refresh, seed=seed
         )
         chain_runs[name] = run = run_attack(source, settings, images[subset], labels[subset], progress=progress)
-        sequence.append(_sequence_row(name, run, target, labels[subset], chain_correct))
+        sequence.append(_sequence_row(name, refresh, run, target, labels[subset], chain_correct))
     names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
-    _figures(out, source, images, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
+    _figures(out, source, images, clean_prediction, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
     config = {
         "kind": "demo",
         "dataset": "fashion-mnist",
@@ -261,6 +261,7 @@ def _figures(
     out: Path,
     source: nn.Module,
     images: Tensor,
+    clean_prediction: Tensor,
     hmcam: AttackRun,
     chain: AttackRun,
     rows: Sequence[dict[str, Any]],
@@ -276,7 +277,6 @@ def _figures(
         "success rate (%)",
         f"Fashion-MNIST, eps = {EPS}, {len(images)} test images",
     )
-    clean_prediction = predict(source, images)
     adversarial_prediction = predict(source, hmcam.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
     save_adversarial_grid(

@@ -25,7 +25,7 @@ from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.at_efficiency import Scale as TrainingScale
 from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions
+from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions, start_run_folder
 from hmcam.storage import atomic_write_json
 
 #: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
@@ -90,34 +90,14 @@ def get_reproduce_scale(name: str) -> ReproduceScale:
 
 def configuration(scale: ReproduceScale) -> dict[str, Any]:
     """What ``config.json`` records: the scale, the experiments in order and both scales' settings."""
-    config: dict[str, Any] = json.loads(
-        json.dumps(
-            {
-                "kind": "reproduction",
-                "scale": scale.name,
-                "description": scale.description,
-                "experiments": list(ORDER),
-                "attack_scale": dataclasses.asdict(scale.attack),
-                "training_plan": plan(scale.training),
-            }
-        )
-    )
-    return config
-
-
-def _check_folder(out: Path, config: dict[str, Any]) -> None:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a folder")
-    saved_file = out / "config.json"
-    if saved_file.exists():
-        try:
-            saved = json.loads(saved_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{saved_file} is not valid JSON ({error}); remove it or choose another --out") from None
-        if saved != config:
-            raise ValueError(
-                f"{out} holds a reproduction of another scale or version ({saved_file}); choose another --out"
-            )
+    return {
+        "kind": "reproduction",
+        "scale": scale.name,
+        "description": scale.description,
+        "experiments": list(ORDER),
+        "attack_scale": dataclasses.asdict(scale.attack),
+        "training_plan": plan(scale.training),
+    }
 
 
 def _log(out: Path, line: str) -> None:
@@ -125,15 +105,13 @@ def _log(out: Path, line: str) -> None:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
-def _run_one(name: str, scale: ReproduceScale, out: Path, options: RunOptions) -> dict[str, Any]:
+def _run_one(name: str, scale: ReproduceScale, out: Path, options: RunOptions) -> None:
+    # Each experiment writes its own folder; what the report needs is read back from there.
     folder = out / name
     if name == "at-efficiency":
-        result = run_efficiency(
-            scale.training, folder, device=options.device, data_root=options.data_root, progress=False
-        )
-        return {"claims": [c for part in result["summary"].values() for c in part["claims"]]}
-    experiment_options = dataclasses.replace(options, out=folder, started=time.time())
-    return ATTACK_EXPERIMENTS[name].run(scale.attack, experiment_options)
+        run_efficiency(scale.training, folder, device=options.device, data_root=options.data_root, progress=False)
+    else:
+        ATTACK_EXPERIMENTS[name].run(scale.attack, dataclasses.replace(options, out=folder, started=time.time()))
 
 
 def run_reproduce(
@@ -158,10 +136,7 @@ def run_reproduce(
 
     started = time.time()
     out = Path(out)
-    config = configuration(scale)
-    _check_folder(out, config)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config)
+    start_run_folder(out, configuration(scale), "a reproduction of another scale or version")
     progress_file = out / PROGRESS_FILE
     finished: dict[str, Any] = {}
     if progress_file.exists():

@@ -10,6 +10,7 @@ stopped, and each experiment ends with :func:`write_outputs`: ``config.json``, `
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -242,6 +243,28 @@ def write_outputs(
         write_csv(out / ("results.csv" if index == 0 else f"{name}.csv"), rows, columns)
     atomic_write(out / "report.md", report.encode())
     write_run_page(out)
+
+
+def start_run_folder(out: Path, config: dict[str, Any], mismatch: str) -> None:
+    """Make ``out`` a run folder of ``config``: refuse a file, or a ``config.json`` saved by other settings.
+
+    A rerun with the same settings finds its own ``config.json`` and continues; ``mismatch`` names
+    what another one holds in the error (``"a run of another plan"``), so results of two
+    configurations are never mixed. ``config.json`` is written (again) once the folder is accepted.
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    expected = json.loads(json.dumps(config))
+    saved_file = out / "config.json"
+    if saved_file.exists():
+        try:
+            saved = json.loads(saved_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{saved_file} is not valid JSON ({error}); remove it or choose another --out") from None
+        if saved != expected:
+            raise ValueError(f"{out} holds {mismatch} ({saved_file}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved_file, expected)
 
 
 def claim_table(claims: Sequence[dict[str, str]]) -> str:

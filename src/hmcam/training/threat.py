@@ -59,3 +59,20 @@ def fill_defaults(
     if values is None:
         raise ValueError(error.format(dataset=dataset, missing=missing))
     return {name: values[name] if value is None else value for name, value in given.items()}
+
+
+def checked_threat(dataset: str | None, eps: Any, alpha: Any, steps: Any, method: str) -> Threat:
+    """The PGD threat ``method`` trains against: eps, alpha and steps as given, unset ones from the dataset's.
+
+    Each value is checked (positive; ``steps`` an integer). A dataset without a default threat
+    model and an unset value is a ValueError naming the values ``method`` must be given.
+    """
+    from hmcam.attacks.checks import check_positive_float, check_positive_int
+
+    error = "dataset {dataset!r} has no default threat model; give " + method + " {missing} explicitly"
+    values = fill_defaults(dataset, {"eps": eps, "alpha": alpha, "steps": steps}, error)
+    return Threat(
+        eps=check_positive_float("eps", values["eps"]),
+        alpha=check_positive_float("alpha", values["alpha"]),
+        steps=check_positive_int("steps", values["steps"]),
+    )

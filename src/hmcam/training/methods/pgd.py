@@ -7,11 +7,10 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from hmcam.attacks import PGD
-from hmcam.attacks.checks import check_positive_float, check_positive_int
 from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import fill_defaults
+from hmcam.training.threat import checked_threat
 
 
 @register_method
@@ -37,14 +36,9 @@ class PGDTraining(TrainingMethod):
         steps: int | None = None,
     ) -> None:
         super().__init__(dataset=dataset)
-        values = fill_defaults(
-            dataset,
-            {"eps": eps, "alpha": alpha, "steps": steps},
-            "dataset {dataset!r} has no default threat model; give PGD training {missing} explicitly",
-        )
-        self.eps: float = check_positive_float("eps", values["eps"])
-        self.alpha = check_positive_float("alpha", values["alpha"])
-        self.steps = check_positive_int("steps", values["steps"])
+        threat = checked_threat(dataset, eps, alpha, steps, "PGD training")
+        self.eps: float = threat.eps
+        self.alpha, self.steps = threat.alpha, threat.steps
 
     @override
     def hyperparameters(self) -> dict[str, float | int]:

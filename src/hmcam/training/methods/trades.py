@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from hmcam.attacks.checks import check_non_negative_float, check_positive_float, check_positive_int
+from hmcam.attacks.checks import check_non_negative_float
 from hmcam.attacks.hygiene import attack_mode
 from hmcam.training.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.registry import register_method
-from hmcam.training.threat import fill_defaults
+from hmcam.training.threat import checked_threat
 
 #: The standard deviation of the attack's Gaussian start around the clean image, the authors' 0.001.
 START_STD = 0.001
@@ -61,14 +61,9 @@ class TRADESTraining(TrainingMethod):
         beta: float = 6.0,
     ) -> None:
         super().__init__(dataset=dataset)
-        values = fill_defaults(
-            dataset,
-            {"eps": eps, "alpha": alpha, "steps": steps},
-            "dataset {dataset!r} has no default threat model; give TRADES {missing} explicitly",
-        )
-        self.eps: float = check_positive_float("eps", values["eps"])
-        self.alpha = check_positive_float("alpha", values["alpha"])
-        self.steps = check_positive_int("steps", values["steps"])
+        threat = checked_threat(dataset, eps, alpha, steps, "TRADES")
+        self.eps: float = threat.eps
+        self.alpha, self.steps = threat.alpha, threat.steps
         self.beta = check_non_negative_float("beta", beta)
         self.seed, self.rank, self.world_size = 0, 0, 1
 
