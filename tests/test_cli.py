@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hmcam.cli import main
+from hmcam.core.storage import load_tensors
 from hmcam.models import build_model, save_checkpoint
-from hmcam.storage import load_tensors
 
 
 @pytest.fixture(scope="module")

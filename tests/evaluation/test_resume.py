@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
+from hmcam.core.distributed import DistributedContext
 from hmcam.evaluation import EvaluationState, RobustEvaluation, evaluate_robustness
-from hmcam.training.distributed import DistributedContext
 
 ATTACKS = ["fgsm", "pgd", "cwlinf"]
 SETTINGS = dict(eps=0.1, steps=4, restarts=2, batch_size=24, check_examples=30, progress=False)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ATTACKS, PGD, Ball
 from hmcam.evaluation import PER_ATTACK_NOTE, evaluate_robustness, predict
-from hmcam.evaluation.checks import restart_warning, tolerance
+from hmcam.evaluation.masking import restart_warning, tolerance
 
 SETTINGS = dict(eps=0.1, steps=5, batch_size=32, check_examples=0, progress=False)
 

@@ -6,7 +6,7 @@ import torch
 
 from hmcam.attacks import AIFGSM, FGSM, IFGSM, MPGD, PGD
 from hmcam.evaluation import predict
-from hmcam.evaluation.runner import build_attack, derive_seed, gradient_cost, is_random, run_attack
+from hmcam.evaluation.runner import attack_and_verify, build_attack, derive_seed, gradient_cost, is_random
 
 
 def test_early_exit_finds_every_example_the_plain_attack_finds_with_fewer_gradients(digits_model, digits_correct):
@@ -16,7 +16,7 @@ def test_early_exit_finds_every_example_the_plain_attack_finds_with_fewer_gradie
         # Same seed, same batch: the same random start and the same trajectory until an example is fooled.
         plain = attack_class(digits_model, 0.2, steps=10, seed=3)
         fooled_plain = predict(digits_model, plain(x, y)) != y
-        outcome = run_attack(attack_class(digits_model, 0.2, steps=10, seed=3), x, y)
+        outcome = attack_and_verify(attack_class(digits_model, 0.2, steps=10, seed=3), x, y)
         assert bool((outcome.fooled | ~fooled_plain).all()), attack_class.__name__
         # An undefended model is fooled early, so fewer than the 64 x 10 = 640 gradients of the plain
         # attack are spent. Measured over digits models from seeds 0-2: I-FGSM 492-498 (its steps are
@@ -29,7 +29,7 @@ def test_examples_never_fooled_end_where_the_plain_attack_ends(digits_model, dig
     x, y = x[:48], y[:48]
     eps = 0.02  # small: most examples survive, so their full trajectories are compared
     plain = IFGSM(digits_model, eps, steps=6)(x, y)
-    outcome = run_attack(IFGSM(digits_model, eps, steps=6), x, y)
+    outcome = attack_and_verify(IFGSM(digits_model, eps, steps=6), x, y)
     survivors = ~outcome.fooled
     assert survivors.sum() >= 10
     distance = IFGSM(digits_model, eps).norm.measure(plain - x)
@@ -41,7 +41,7 @@ def test_outcomes_are_verified_and_inside_the_ball(digits_model, digits_correct)
     x, y = digits_correct
     for name in ("fgsm", "pgd", "cwlinf", "aifgsm"):
         attack = build_attack(name, digits_model, eps=0.15, norm="linf", steps=5, alpha=None, seed=1)
-        outcome = run_attack(attack, x, y)
+        outcome = attack_and_verify(attack, x, y)
         assert torch.equal(outcome.fooled, outcome.prediction != y)
         assert float(outcome.perturbation.max()) <= 0.15 + 1e-6
 
@@ -49,7 +49,7 @@ def test_outcomes_are_verified_and_inside_the_ball(digits_model, digits_correct)
 def test_transfer_examples_are_judged_by_the_target(digits_model, digits_correct):
     x, y = digits_correct
     source = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # an unrelated, untrained model
-    outcome = run_attack(PGD(source, 0.1, steps=3, seed=0), x, y, target=digits_model)
+    outcome = attack_and_verify(PGD(source, 0.1, steps=3, seed=0), x, y, target=digits_model)
     adversarial = PGD(source, 0.1, steps=3, seed=0)(x, y)
     assert torch.equal(outcome.prediction, predict(digits_model, adversarial))
     assert outcome.gradients == len(x) * 3

@@ -12,20 +12,20 @@ import pytest
 
 from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
+from hmcam.core.validate import choose
 from hmcam.experiments.at_efficiency import (
     ATTACKS,
     SCALES,
     arm_epochs,
     claims,
     compare,
-    get_scale,
     oscillation,
     planned_passes,
     restrict,
     run_efficiency,
     spread_summary,
 )
-from hmcam.experiments.statistics import VERDICTS
+from hmcam.experiments.verdicts import VERDICTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +34,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The whole smoke scale (8 methods x 2 seeds), run once for this module."""
     out = tmp_path_factory.mktemp("smoke")
-    return run_efficiency(get_scale("smoke"), out, device="cpu", progress=False)
+    return run_efficiency(SCALES["smoke"], out, device="cpu", progress=False)
 
 
 def test_the_command_line_offers_every_scale() -> None:
@@ -94,8 +94,8 @@ def test_oscillation_sums_the_drops_of_robust_accuracy() -> None:
 
 
 def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
-    study = get_scale("small").studies[0]
-    assert get_scale("small").seeds == (0, 1) and study.budget == 40 and study.eps == 0.1
+    study = SCALES["small"].studies[0]
+    assert SCALES["small"].seeds == (0, 1) and study.budget == 40 and study.eps == 0.1
     epochs = {arm.label: arm_epochs(study, arm) for arm in study.arms}
     # Passes per minibatch: natural 1, PGD-7 and Free-8 8, fast 2, TRADES-7 7 + 7/3, CAT T4 K1 4 (1 + 1) + 4/3,
     # CAT-CE 8.
@@ -116,7 +116,7 @@ def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
 
 
 def test_paper_scale_has_the_papers_settings() -> None:
-    scale = get_scale("paper")
+    scale = SCALES["paper"]
     assert len(scale.seeds) == 5
     studies = {study.name: study for study in scale.studies}
     cifar = studies["cifar10-preact-resnet18"]
@@ -131,7 +131,7 @@ def test_paper_scale_has_the_papers_settings() -> None:
 
 
 def test_restrict_checks_what_it_is_given() -> None:
-    scale = get_scale("smoke")
+    scale = SCALES["smoke"]
     narrowed = restrict(scale, seeds=[3], methods=["natural", "cat"], budget=2.0, train_limit=64)
     study = narrowed.studies[0]
     assert narrowed.seeds == (3,) and [arm.label for arm in study.arms] == ["natural", "CAT"]
@@ -143,12 +143,12 @@ def test_restrict_checks_what_it_is_given() -> None:
     with pytest.raises(ValueError, match="budget must be a positive"):
         restrict(scale, budget=float("nan"))
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
-        get_scale("huge")
+        choose("scale", "huge", SCALES)
 
 
 def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) -> None:
     out = Path(smoke["out"])
-    study = get_scale("smoke").studies[0]
+    study = SCALES["smoke"].studies[0]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == len(study.arms) * 2
     for row in rows:
@@ -179,7 +179,7 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
 
 
 def test_an_interrupted_run_resumes_to_the_same_results(tmp_path: Path) -> None:
-    scale = restrict(get_scale("smoke"), seeds=[0], methods=["natural", "cat"], budget=3)
+    scale = restrict(SCALES["smoke"], seeds=[0], methods=["natural", "cat"], budget=3)
     whole = run_efficiency(scale, tmp_path / "whole", device="cpu", progress=False)
 
     class Stop(Exception):

@@ -14,11 +14,11 @@ from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
 from hmcam.evaluation import predict
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, attack_images, get_attack_scale
-from hmcam.experiments.statistics import VERDICTS
+from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, attack_images
+from hmcam.experiments.verdicts import VERDICTS
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
-SMOKE = get_attack_scale("smoke")
+SMOKE = ATTACK_SCALES["smoke"]
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"transfer": "transfer.png", "iterations": "iterations.png", "step-size": "step_size.png"}
 FIGURES |= {"diversity": "diversity.png", "few-sample": "few_sample.png"}
@@ -30,7 +30,7 @@ def test_the_command_line_lists_every_experiment_and_scale() -> None:
 
 
 def test_paper_scale_is_the_papers_section_5_2_setting() -> None:
-    paper = get_attack_scale("paper")
+    paper = ATTACK_SCALES["paper"]
     assert paper.dataset == "cifar10" and paper.eps == pytest.approx(2 / 255) and paper.budget == 100
     assert paper.settings("hmcam", 0).steps == 50 and paper.settings("hmcam", 0).samples == 2  # T = 50, S = 2
     assert paper.settings("fgsm", 0).steps == 1 and paper.settings("mpgd", 0).steps == 100

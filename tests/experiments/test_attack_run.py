@@ -55,7 +55,7 @@ def test_parallel_chains_keep_their_samples_and_report_mcmc_diagnostics(digits_c
 
 
 def test_streamed_samples_are_the_kept_samples_written_in_chunks(tmp_path, digits_correct, digits_model) -> None:
-    from hmcam.storage import load_tensors
+    from hmcam.core.storage import load_tensors
 
     x, y = digits_correct
     settings = AttackSettings("hmcam", eps=0.15, steps=2, samples=5, chains=2, momentum_refresh=0.5)

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from hmcam.cli import main
+from hmcam.core.storage import current_umask
+from hmcam.core.validate import choose
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, get_reproduce_scale, run_reproduce
+from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, run_reproduce
 from hmcam.experiments.setup import ATTACK_SCALES
-from hmcam.experiments.statistics import VERDICTS
-from hmcam.storage import current_umask
+from hmcam.experiments.verdicts import VERDICTS
 
-SMOKE = get_reproduce_scale("smoke")
+SMOKE = REPRODUCE_SCALES["smoke"]
 RUN_FILES = ("config.json", "results.json", "results.csv", "report.md", "report.html")
 
 
@@ -52,7 +53,7 @@ def test_scales_name_every_experiment_and_the_paper_scale_is_the_papers() -> Non
     assert small.attack.images == 500 and small.attack.seeds == (0,) and small.attack.budget == 20
     assert all(study.train["train_limit"] == 20_000 for study in small.training.studies)
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
-        get_reproduce_scale("huge")
+        choose("scale", "huge", REPRODUCE_SCALES)
 
 
 def test_a_killed_run_resumes_without_redoing_finished_experiments(reproduced: dict[str, Any]) -> None:

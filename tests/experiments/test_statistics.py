@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmcam.experiments.statistics import paired_bootstrap, verdict
+from hmcam.experiments.verdicts import paired_bootstrap, verdict
 
 
 def test_identical_outcomes_differ_by_exactly_zero() -> None:

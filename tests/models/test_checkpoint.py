@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from hmcam.core.storage import load_tensors, save_tensors, sidecar_path
 from hmcam.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from hmcam.storage import load_tensors, save_tensors, sidecar_path
 
 MEAN, STD = (0.2860,), (0.3530,)
 

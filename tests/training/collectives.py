@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hmcam.training.distributed import (
+from hmcam.core.distributed import (
     CrossProcessBatchNorm,
     all_gather_bytes,
     any_process,

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from hmcam.core.storage import load_tensors
 from hmcam.data import load_dataset
-from hmcam.storage import load_tensors
 from hmcam.training import METHODS, Augmentation, Batch, NaturalTraining, StepContext, TrainConfig, Trainer, train
 from hmcam.training.augment import crop_flip
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmcam.storage import load_tensors
-from hmcam.training import METHODS, TrainConfig, train
-from hmcam.training.distributed import (
+from hmcam.core.distributed import (
     all_gather_bytes,
     all_reduce_sum,
     resolve_device,
     setup_distributed,
     unwrap_model,
 )
+from hmcam.core.storage import load_tensors
+from hmcam.training import METHODS, TrainConfig, train
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

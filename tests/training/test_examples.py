@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hmcam.core.distributed import DistributedContext
 from hmcam.training import ExampleState
-from hmcam.training.distributed import DistributedContext
 
 SINGLE = DistributedContext(0, 1, 0, torch.device("cpu"), None)
 

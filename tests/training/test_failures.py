@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
+from hmcam.core.storage import load_tensors
 from hmcam.data import load_dataset
-from hmcam.storage import load_tensors
 from hmcam.training import (
     METHODS,
     MethodOutput,

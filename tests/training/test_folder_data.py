@@ -11,8 +11,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
+from hmcam.core.storage import load_tensors
 from hmcam.data import ImageFolder, dataset_info
-from hmcam.storage import load_tensors
 from hmcam.training import TrainConfig, train
 from hmcam.training import trainer as trainer_module
 

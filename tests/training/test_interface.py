@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hmcam.storage import load_tensors
+from hmcam.core.storage import load_tensors
 from hmcam.training import (
     METHODS,
     Batch,

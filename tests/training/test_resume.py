@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmcam.storage import load_tensors
+from hmcam.core.storage import load_tensors
 from hmcam.training import TrainConfig, train
 
 # smallcnn has dropout and PGD-AT draws random starts, so the RNG streams must be restored too.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmcam.storage import load_tensors, save_tensors
+from hmcam.core.storage import load_tensors, save_tensors
 from hmcam.training import TrainConfig, train
 
 CONFIG = dict(

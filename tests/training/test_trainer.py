@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from hmcam.core.distributed import DistributedContext
+from hmcam.core.storage import load_tensors
 from hmcam.data import load_dataset
+from hmcam.evaluation.accuracy import accuracies
 from hmcam.models import load_checkpoint
-from hmcam.storage import load_tensors
 from hmcam.training import METHODS, MethodOutput, StepContext, TrainConfig, Trainer, TrainingMethod, train
-from hmcam.training.distributed import DistributedContext
-from hmcam.training.validation import accuracies
 
 # Few hundred steps: 6000 images in batches of 64 are 93 steps an epoch, 372 in 4 epochs.
 BUDGET = dict(

@@ -10,9 +10,9 @@ from torch import Tensor
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.checks import check_positive_float, check_unit_interval
 from hmcam.attacks.ifgsm import IFGSM
 from hmcam.attacks.loop import StepRule
+from hmcam.core.validate import check_positive_float, check_unit_interval
 
 ALPHA_SCALES = ("example", "batch")
 

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from hmcam.attacks.ball import Ball, working_dtype
-from hmcam.attacks.checks import check_flag, check_positive_float
 from hmcam.attacks.hygiene import attack_mode
 from hmcam.attacks.losses import LossFunction, get_loss
 from hmcam.attacks.norms import get_norm, per_example
+from hmcam.core.validate import check_flag, check_positive_float
 from hmcam.models.wrappers import Ensemble
 
 BOUNDS_TOLERANCE = 1e-6

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.checks import check_positive_int
 from hmcam.attacks.loop import IterativeAttack
+from hmcam.core.validate import check_positive_int
 
 
 def metropolis_hastings(log_ratio: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

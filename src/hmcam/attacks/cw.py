@@ -11,9 +11,9 @@ from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.base import Attack
-from hmcam.attacks.checks import check_flag, check_non_negative_float, check_positive_float, check_positive_int
 from hmcam.attacks.losses import margin
 from hmcam.attacks.norms import per_example
+from hmcam.core.validate import check_flag, check_non_negative_float, check_positive_float, check_positive_int
 
 
 class CW(Attack):

@@ -10,10 +10,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.checks import check_positive_float
 from hmcam.attacks.loop import StepRule
 from hmcam.attacks.losses import margin
 from hmcam.attacks.pgd import PGD
+from hmcam.core.validate import check_positive_float
 
 
 def interpolated_median(values: Tensor) -> Tensor:

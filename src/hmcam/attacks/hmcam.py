@@ -12,8 +12,8 @@ from typing_extensions import override
 from hmcam.attacks.aifgsm import Moments
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.chain import ChainAttack, Recorder, Transition, metropolis_hastings
-from hmcam.attacks.checks import check_non_negative_float
 from hmcam.attacks.norms import per_example
+from hmcam.core.validate import check_non_negative_float
 
 
 def kinetic_energy(velocity: Tensor) -> Tensor:

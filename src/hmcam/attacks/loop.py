@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.base import Attack
-from hmcam.attacks.checks import check_flag, check_positive_float, check_positive_int
 from hmcam.attacks.norms import per_example
+from hmcam.core.validate import check_flag, check_positive_float, check_positive_int
 
 
 class StepRule(ABC):

@@ -9,10 +9,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.checks import check_non_negative_float
 from hmcam.attacks.ifgsm import IFGSM
 from hmcam.attacks.loop import StepRule
 from hmcam.attacks.norms import per_example
+from hmcam.core.validate import check_non_negative_float
 
 
 class Momentum(StepRule):

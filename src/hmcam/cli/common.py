@@ -101,9 +101,9 @@ def checkpoint_and_data(args: argparse.Namespace) -> tuple[nn.Module, dict[str, 
     """The checkpoint's model on ``--device`` and the first ``--limit`` evaluation images of its dataset."""
     import torch
 
+    from hmcam.core.distributed import resolve_device
     from hmcam.data import ImageDataset, load_dataset
     from hmcam.models import load_checkpoint
-    from hmcam.training.distributed import resolve_device
     from hmcam.training.trainer import evaluation_split
 
     device = resolve_device(args.device)

@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _check_options(args: argparse.Namespace) -> list[str]:
     """The attack names; every option that can be wrong is checked here, before any loading."""
     from hmcam.attacks import get_attack
-    from hmcam.attacks.checks import check_positive_float
+    from hmcam.core.validate import check_positive_float
 
     for option, value, least in (
         ("--batch-size", args.batch_size, 1),
@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
+    from hmcam.core.distributed import barrier, setup_distributed, teardown_distributed
     from hmcam.evaluation import evaluate_robustness
     from hmcam.models import load_checkpoint
-    from hmcam.training.distributed import barrier, setup_distributed, teardown_distributed
 
     context = setup_distributed(args.device)
     try:

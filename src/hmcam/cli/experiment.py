@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from hmcam.cli.common import add_device_option, check_output_folder, positive_int
+from hmcam.core.validate import choose
 
 # Spelled out so that `hmcam --help` needs no torch import; tests check them against hmcam.experiments.
 SCALES = ("smoke", "small", "paper")
@@ -60,7 +61,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
     """Run the equal-cost training comparison; returns where the report is and its summary table."""
-    from hmcam.experiments.at_efficiency import get_scale, restrict, run_efficiency
+    from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
+    from hmcam.experiments.at_efficiency import restrict, run_efficiency
 
     out = check_output_folder(args.out)
     methods = None
@@ -69,7 +71,11 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
         if not all(methods):
             raise ValueError(f"--methods must be comma-separated names, got {args.methods!r}")
     scale = restrict(
-        get_scale(args.scale), seeds=args.seeds, methods=methods, budget=args.budget, train_limit=args.train_limit
+        choose("scale", args.scale, TRAINING_SCALES),
+        seeds=args.seeds,
+        methods=methods,
+        budget=args.budget,
+        train_limit=args.train_limit,
     )
     result = run_efficiency(scale, out, device=args.device, data_root=args.data_root, progress=not args.no_progress)
     return {
@@ -87,11 +93,11 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     from hmcam.experiments.registry import ATTACK_EXPERIMENTS as REGISTERED
-    from hmcam.experiments.setup import RunOptions, get_attack_scale
+    from hmcam.experiments.setup import ATTACK_SCALES, RunOptions
 
     out = check_output_folder(args.out)
     models = check_output_folder(args.models) if args.models is not None else None
-    scale = get_attack_scale(args.scale)
+    scale = choose("scale", args.scale, ATTACK_SCALES)
     if args.seeds is not None:
         if len(set(args.seeds)) != len(args.seeds) or any(seed < 0 for seed in args.seeds):
             raise ValueError(f"--seeds must be distinct non-negative integers, got {args.seeds}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from hmcam.cli.common import add_device_option, check_output_folder
 from hmcam.cli.experiment import SCALES
+from hmcam.core.validate import choose
 
 REPRODUCE_HELP = (
     "Run every experiment of the paper in order (Tables 2-5, 7-9 and Figs. 1-5) into one folder, then render "
@@ -37,12 +38,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the reproduction; returns where the report is, each experiment's minutes and the verdicts."""
-    from hmcam.experiments.reproduce import get_reproduce_scale, run_reproduce
+    from hmcam.experiments.reproduce import REPRODUCE_SCALES, run_reproduce
 
     out = check_output_folder(args.out)
     models = check_output_folder(args.models) if args.models is not None else None
     result = run_reproduce(
-        get_reproduce_scale(args.scale),
+        choose("scale", args.scale, REPRODUCE_SCALES),
         out,
         device=args.device,
         data_root=args.data_root,

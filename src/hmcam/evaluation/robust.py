@@ -40,25 +40,25 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hmcam.attacks import get_attack
-from hmcam.attacks.checks import check_positive_float, check_positive_int
 from hmcam.attacks.norms import NORMS
-from hmcam.evaluation.checks import one_step_warnings, restart_warning, steps_warning, tolerance, transfer_warning
+from hmcam.core.storage import atomic_write, atomic_write_json
+from hmcam.core.validate import check_positive_float, check_positive_int
+from hmcam.evaluation.masking import one_step_warnings, restart_warning, steps_warning, tolerance, transfer_warning
 from hmcam.evaluation.metrics import predict
 from hmcam.evaluation.runner import (
     Outcome,
+    attack_and_verify,
     build_attack,
     derive_seed,
     gradient_cost,
     is_iterative,
     is_random,
-    run_attack,
 )
 from hmcam.evaluation.state import EvaluationState, load_states
-from hmcam.storage import atomic_write, atomic_write_json
 
 if TYPE_CHECKING:
     # Imported where used: hmcam.training imports half the library, and may one day import this module.
-    from hmcam.training.distributed import DistributedContext
+    from hmcam.core.distributed import DistributedContext
 
 #: The attacks of ``hmcam eval`` by default, as given (they run cheapest first).
 DEFAULT_ATTACKS = ("fgsm", "pgd", "mpgd", "cwlinf")
@@ -597,7 +597,7 @@ class _Evaluation:
                 alpha=config.alpha,
                 seed=seed,
             )
-            outcome = run_attack(attack, x, y, target=self.model)
+            outcome = attack_and_verify(attack, x, y, target=self.model)
         else:
             steps = config.half_steps if stage.kind == "half" else config.steps
             attack = build_attack(
@@ -609,7 +609,7 @@ class _Evaluation:
                 alpha=config.alpha,
                 seed=seed,
             )
-            outcome = run_attack(attack, x, y)
+            outcome = attack_and_verify(attack, x, y)
         hit = index[outcome.fooled]
         if stage.kind == "attack":
             if stage.restart == 0:
@@ -660,7 +660,7 @@ class _Evaluation:
                     if self.callback is not None:
                         self.callback(chunk, label)
         if context.enabled:
-            from hmcam.training.distributed import all_gather_bytes
+            from hmcam.core.distributed import all_gather_bytes
 
             payloads = all_gather_bytes(safetensors_save(state.tensors()), context)
             others = [EvaluationState(config=state.config, **safetensors_load(payload)) for payload in payloads]
@@ -734,7 +734,7 @@ class _Evaluation:
     def masking_checks(
         self, correct: Tensor, robust: Tensor, standalone: Tensor, reports: list[AttackReport]
     ) -> tuple[dict[str, Any], list[str]]:
-        """The comparisons of :mod:`hmcam.evaluation.checks` on the check subset, and their warnings."""
+        """The comparisons of :mod:`hmcam.evaluation.masking` on the check subset, and their warnings."""
         config, state = self.config, self.state
         warnings: list[str] = []
         fooled = state.perturbation[state.cascade_restart.max(dim=0).values >= 0]
@@ -842,7 +842,7 @@ def evaluate_robustness(
     checks (with transfer from ``source`` when given); a check warns when it goes the wrong way by
     more than ``margin`` of the examples (at least one). ``batch_size`` fixes the chunks, the unit
     of batching, seeding, process sharding (``context`` from
-    :func:`hmcam.training.distributed.setup_distributed`) and saving (``state_dir``: resume from,
+    :func:`hmcam.core.distributed.setup_distributed`) and saving (``state_dir``: resume from,
     and save to, that folder). ``callback(chunk, stage)`` is called after each saved stage.
     """
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
@@ -864,7 +864,7 @@ def evaluate_robustness(
         source=source,
     )
     if context is None:
-        from hmcam.training.distributed import DistributedContext
+        from hmcam.core.distributed import DistributedContext
 
         context = DistributedContext(0, 1, 0, images.device, None)
     evaluation = _Evaluation(

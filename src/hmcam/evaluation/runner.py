@@ -173,7 +173,7 @@ class Outcome:
     gradients: int
 
 
-def run_attack(attack: Attack, x: Tensor, y: Tensor, *, target: nn.Module | None = None) -> Outcome:
+def attack_and_verify(attack: Attack, x: Tensor, y: Tensor, *, target: nn.Module | None = None) -> Outcome:
     """Attack ``x`` (labels ``y``) and verify the result on ``target`` (default: the attacked model).
 
     A different ``target`` makes a transfer attack: examples crafted on ``attack.model`` are judged

@@ -3,7 +3,7 @@
 AutoAttack's ``state.py`` pattern: one dataclass holds everything an evaluation has learnt so far
 (clean predictions, which attack fooled which example in which restart, the stages each chunk of
 examples has completed, the work and time they took) and goes to disk atomically with
-:func:`hmcam.storage.save_tensors`. The examples are cut into fixed chunks of ``batch_size``; each
+:func:`hmcam.core.storage.save_tensors`. The examples are cut into fixed chunks of ``batch_size``; each
 process writes its own file (``rank<r>.safetensors``) and a loader merges every file it finds,
 taking each chunk from the file where that chunk got furthest. Chunks, not processes, carry the
 results, so a run may resume with a different number of processes. The configuration is stored
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hmcam.storage import load_tensors, save_tensors
+from hmcam.core.storage import load_tensors, save_tensors
 
 STATE_FORMAT = "hmcam-evaluation-state"
 STATE_VERSION = 1

@@ -80,9 +80,9 @@ def recogniser(network: nn.Module, images: Tensor, labels: Tensor, classes: int)
 
 def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run the all-or-nothing experiment at ``scale`` into ``out``: success counts per method, and the report."""
+    from hmcam.core.batching import fetch
     from hmcam.data import load_dataset
     from hmcam.reporting.tables import markdown_table
-    from hmcam.training.validation import fetch
 
     out = options.out
     setup = bench(scale, options)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hmcam.storage import atomic_write, atomic_write_json
+from hmcam.core.storage import atomic_write, atomic_write_json
 
 #: The attacks of the table, in the paper's column order; the worst case is over all of them.
 ATTACKS = ("pgd", "mpgd", "cwlinf")
@@ -235,13 +235,6 @@ SCALES: dict[str, Scale] = {
 }
 
 
-def get_scale(name: str) -> Scale:
-    """The scale called ``name``; a ValueError listing the known ones otherwise."""
-    if name not in SCALES:
-        raise ValueError(f"unknown scale {name!r}; choose one of {sorted(SCALES)}")
-    return SCALES[name]
-
-
 def restrict(
     scale: Scale,
     *,
@@ -285,10 +278,10 @@ def planned_passes(study: Study, arm: Arm) -> float:
     YOPO's cost depends on the share of the first layer in the network, which the method measures
     when it is set up: it is set up here on a freshly built network, on the CPU, in one process.
     """
+    from hmcam.core.distributed import DistributedContext
     from hmcam.data import dataset_info
     from hmcam.models import build_model
     from hmcam.training import build_method
-    from hmcam.training.distributed import DistributedContext
     from hmcam.training.examples import ExampleState
     from hmcam.training.methods import MethodSetup
 
@@ -357,11 +350,11 @@ def run_folder(out: Path, study: Study, arm: Arm, seed: int) -> Path:
 def _evaluate(
     study: Study, folder: Path, checkpoint: str, device: str, data_root: str | None, progress: bool
 ) -> dict[str, Any]:
+    from hmcam.core.batching import fetch
+    from hmcam.core.distributed import resolve_device
     from hmcam.data import load_dataset
     from hmcam.evaluation import evaluate_robustness
     from hmcam.models import load_checkpoint
-    from hmcam.training.distributed import resolve_device
-    from hmcam.training.validation import fetch
 
     target = resolve_device(device)
     model, _ = load_checkpoint(checkpoint, device=target)
@@ -509,12 +502,12 @@ def claims(summary: dict[str, Any], reference: str = "PGD-AT") -> list[dict[str,
 
     A robustness claim *holds* when CAT beats the rival on every metric named beyond the seed
     spread (:func:`compare`), *partly* when on some, and *does not hold* when on none
-    (:func:`hmcam.experiments.statistics.verdict`); differences are in points of accuracy. The
+    (:func:`hmcam.experiments.verdicts.verdict`); differences are in points of accuracy. The
     clean-accuracy claim holds when CAT loses at most the paper's 3.4 points, and the Fig. 5 claim
     when CAT's per-epoch robust accuracy falls less in total than YOPO's (:func:`oscillation`).
     Claims about arms the study does not have are left out.
     """
-    from hmcam.experiments.statistics import verdict
+    from hmcam.experiments.verdicts import verdict
 
     arms = summary["arms"]
     found: list[dict[str, str]] = []

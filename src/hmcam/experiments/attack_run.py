@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from hmcam.attacks import Attack, ChainAttack, attack_mode, get_attack
 from hmcam.attacks.norms import NORMS
+from hmcam.core.storage import save_tensors
 from hmcam.evaluation import predict
 from hmcam.evaluation.sampling import ChainDiagnostics, diagnose
-from hmcam.storage import save_tensors
 
 
 @dataclass(frozen=True)
@@ -250,11 +250,11 @@ def write_attack_folder(
     """
     import dataclasses
 
+    from hmcam.core.storage import atomic_write, atomic_write_json
     from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_chain_grid
     from hmcam.reporting.page import write_run_page
     from hmcam.reporting.provenance import run_record
     from hmcam.reporting.tables import markdown_table, write_csv
-    from hmcam.storage import atomic_write, atomic_write_json
 
     tensors = {"adversarial": run.adversarial, "labels": labels}
     if run.samples is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from hmcam.core.storage import atomic_write, atomic_write_json
 from hmcam.data import ImageDataset, load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackRun, AttackSettings, run_attack
@@ -28,7 +29,6 @@ from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_b
 from hmcam.reporting.page import write_run_page
 from hmcam.reporting.provenance import run_record
 from hmcam.reporting.tables import markdown_table, write_csv
-from hmcam.storage import atomic_write, atomic_write_json
 from hmcam.training import TrainConfig, train
 
 EPS = 0.05

@@ -38,7 +38,7 @@ from hmcam.evaluation.sampling import (
     mean_pairwise_distance,
 )
 from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, write_outputs
-from hmcam.experiments.statistics import verdict
+from hmcam.experiments.verdicts import verdict
 
 #: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator). S >= 8 gives
 #: split chains of 4 draws at least; shorter ones leave ESS at its upper bound, C S log10(C S).

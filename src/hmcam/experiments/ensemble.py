@@ -27,7 +27,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import paired_bootstrap, verdict
+from hmcam.experiments.verdicts import paired_bootstrap, verdict
 from hmcam.models import Ensemble
 
 #: Table 3 of the paper (CIFAR-10, eps 2/255): per held-out model and attack, (ensemble, hold-out) success in %.

@@ -30,7 +30,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import verdict
+from hmcam.experiments.verdicts import verdict
 
 #: The images d whose adversarial examples are mixed in (the paper: 50).
 IMAGES = 50
@@ -78,10 +78,10 @@ def adversarial_set(
 
 def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 4 at ``scale`` into ``out``: M-PGD success on each retrained model against S, curves and report."""
+    from hmcam.core.batching import fetch
     from hmcam.data import load_dataset
     from hmcam.reporting.figures import save_curve_panels
     from hmcam.reporting.tables import markdown_table
-    from hmcam.training.validation import fetch
 
     out = options.out
     setup = bench(scale, options)

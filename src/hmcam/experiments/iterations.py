@@ -27,7 +27,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import verdict
+from hmcam.experiments.verdicts import verdict
 
 #: The largest N of the curve per scale (the paper: 10).
 MAX_STEPS = {"smoke": 3, "small": 10, "paper": 10}

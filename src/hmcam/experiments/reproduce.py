@@ -21,12 +21,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hmcam.core.storage import atomic_write_json
 from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.at_efficiency import Scale as TrainingScale
 from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions, start_run_folder
-from hmcam.storage import atomic_write_json
 
 #: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
 ORDER = (
@@ -79,13 +79,6 @@ REPRODUCE_SCALES: dict[str, ReproduceScale] = {
         TRAINING_SCALES["paper"],
     ),
 }
-
-
-def get_reproduce_scale(name: str) -> ReproduceScale:
-    """The reproduction scale called ``name``; a ValueError listing the known ones otherwise."""
-    if name not in REPRODUCE_SCALES:
-        raise ValueError(f"unknown scale {name!r}; choose one of {sorted(REPRODUCE_SCALES)}")
-    return REPRODUCE_SCALES[name]
 
 
 def configuration(scale: ReproduceScale) -> dict[str, Any]:

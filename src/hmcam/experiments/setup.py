@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from hmcam.core.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
 from hmcam.experiments.attack_run import AttackSettings
-from hmcam.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
 
 #: The attacks of Table 2, in its row order.
 TABLE_ATTACKS = ("fgsm", "pgd", "mpgd", "aifgsm", "hmcam")
@@ -65,17 +65,10 @@ ATTACK_SCALES: dict[str, AttackScale] = {
 }
 
 
-def get_attack_scale(name: str) -> AttackScale:
-    """The attack scale called ``name``; a ValueError listing the known ones otherwise."""
-    if name not in ATTACK_SCALES:
-        raise ValueError(f"unknown scale {name!r}; choose one of {sorted(ATTACK_SCALES)}")
-    return ATTACK_SCALES[name]
-
-
 def attack_images(scale: AttackScale, data_root: str | None, device: torch.device) -> tuple[Tensor, Tensor]:
     """The first ``scale.images`` test images and labels of the scale's dataset, on ``device``."""
+    from hmcam.core.batching import fetch
     from hmcam.data import load_dataset
-    from hmcam.training.validation import fetch
 
     test = load_dataset(scale.dataset, "test", root=data_root, limit=scale.images)
     images, labels = fetch(test, range(len(test.labels)))
@@ -137,9 +130,9 @@ class RunOptions:
 
 def bench(scale: AttackScale, options: RunOptions) -> Bench:
     """Train (or reload) the scale's zoo into ``options.models`` and load the attacked images."""
+    from hmcam.core.distributed import resolve_device
     from hmcam.evaluation import predict
     from hmcam.experiments.zoo import ZOOS, trained_zoo
-    from hmcam.training.distributed import resolve_device
 
     models = trained_zoo(
         scale.zoo, options.models, device=options.device, data_root=options.data_root, progress=options.progress

@@ -33,7 +33,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import verdict
+from hmcam.experiments.verdicts import verdict
 
 #: alpha in units of eps (Section 5.4.2).
 ALPHA_FACTORS = (0.001, 0.01, 0.03, 0.1)

@@ -27,7 +27,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import paired_bootstrap, verdict
+from hmcam.experiments.verdicts import paired_bootstrap, verdict
 
 #: The targeted radius per scale: twice the adversarially trained model's eps (the paper: 16/255 against 4/255).
 TARGETED_EPS = {"smoke": 0.2, "small": 0.2, "paper": 16 / 255}

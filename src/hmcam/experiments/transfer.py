@@ -6,7 +6,7 @@ crafts its examples on the source; success on a target is counted among the imag
 classifies correctly, as in the paper. The diagonal is white-box, the rest black-box (transfer).
 With several seeds, each (source, attack) is run once per seed and the rates averaged; HMCAM is
 compared with each baseline on the same images by a paired bootstrap interval
-(:mod:`hmcam.experiments.statistics`), pooled over seeds.
+(:mod:`hmcam.experiments.verdicts`), pooled over seeds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hmcam.experiments.setup import (
     jobs,
     write_outputs,
 )
-from hmcam.experiments.statistics import paired_bootstrap, verdict
+from hmcam.experiments.verdicts import paired_bootstrap, verdict
 
 #: Table 2 of the paper (CIFAR-10, eps 2/255, N = 100): success rates in percent, per source, attack and target
 #: (ResNet32, VGG16, ResNeXt29, DenseNet121, ResNet32_A).

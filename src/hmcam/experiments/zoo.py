@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from hmcam.core.validate import choose
+
 
 @dataclass(frozen=True)
 class ZooModel:
@@ -89,9 +91,9 @@ def trained_model(
     progress: bool = False,
 ) -> nn.Module:
     """``entry`` trained on ``dataset`` in ``folder / entry.label`` (or the finished run there), in eval mode."""
+    from hmcam.core.distributed import resolve_device
     from hmcam.models import load_checkpoint
     from hmcam.training import TrainConfig, train
-    from hmcam.training.distributed import resolve_device
 
     run = Path(folder) / entry.label
     target = resolve_device(device)
@@ -129,9 +131,7 @@ def trained_zoo(
     progress: bool = False,
 ) -> dict[str, nn.Module]:
     """Every model of the scale's zoo (or those in ``labels``), trained or reloaded from ``folder``."""
-    if scale not in ZOOS:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(ZOOS)}")
-    entries = [entry for entry in ZOOS[scale] if labels is None or entry.label in labels]
+    entries = [entry for entry in choose("scale", scale, ZOOS) if labels is None or entry.label in labels]
     return {
         entry.label: trained_model(
             entry, ZOO_DATASETS[scale], folder, device=device, data_root=data_root, progress=progress

@@ -1,6 +1,6 @@
 """Model checkpoints: weights in safetensors, with everything needed to rebuild the model in the header.
 
-A checkpoint is one ``.safetensors`` file written atomically by :func:`hmcam.storage.save_tensors`
+A checkpoint is one ``.safetensors`` file written atomically by :func:`hmcam.core.storage.save_tensors`
 (plus its readable ``.json`` sidecar). Its metadata names the architecture and the exact
 :func:`~hmcam.models.registry.build_model` arguments, so :func:`load_checkpoint` rebuilds the network
 from the zoo and loads the weights strictly; nothing is ever unpickled. The metadata (format
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hmcam.core.storage import load_tensors, save_tensors
 from hmcam.models.imagenet import require_torchvision
 from hmcam.models.registry import MODELS, build_model, channel_statistics, get_spec
-from hmcam.storage import load_tensors, save_tensors
 
 FORMAT_NAME = "hmcam-checkpoint"
 FORMAT_VERSION = 1

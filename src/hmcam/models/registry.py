@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from hmcam.core.validate import check_int
 from hmcam.models.densenet import densenet121
 from hmcam.models.imagenet import resnet50, resnet152
 from hmcam.models.lenet import lenet
@@ -165,16 +166,6 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _positive_int(value: Any, what: str, minimum: int, maximum: int = 100_000) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, got {value}")
-    if value > maximum:
-        raise ValueError(f"{what} must be at most {maximum}, got {value}")
-    return value
-
-
 def channel_statistics(values: Sequence[float], what: str, channels: int) -> tuple[float, ...]:
     """Validate a per-channel mean or std: ``channels`` finite real numbers, returned as floats."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
@@ -241,8 +232,8 @@ def build_model(
     Weights are freshly initialized.
     """
     spec = get_spec(name)
-    classes = _positive_int(spec.default_classes if num_classes is None else num_classes, "num_classes", 2)
-    channels = _positive_int(spec.input_shape[0] if in_channels is None else in_channels, "in_channels", 1)
+    classes = check_int("num_classes", spec.default_classes if num_classes is None else num_classes, 2, 100_000)
+    channels = check_int("in_channels", spec.input_shape[0] if in_channels is None else in_channels, 1, 100_000)
     checked = check_options(name, options)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std for input normalization, or neither")

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from hmcam.storage import atomic_write
+from hmcam.core.storage import atomic_write
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hmcam.storage import atomic_write
+from hmcam.core.storage import atomic_write
 
 #: What the figures may be, by suffix, and the bytes each must start with to decode.
 IMAGE_TYPES = {
@@ -31,7 +31,7 @@ IMAGE_TYPES = {
     ".jpg": ("image/jpeg", b"\xff\xd8"),
     ".jpeg": ("image/jpeg", b"\xff\xd8"),
 }
-#: How the page colours each verdict of :func:`hmcam.experiments.statistics.verdict`.
+#: How the page colours each verdict of :func:`hmcam.experiments.verdicts.verdict`.
 VERDICT_CLASSES = {"holds": "holds", "partly": "partly", "does not hold": "fails"}
 
 _STYLE = """

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from hmcam.storage import atomic_write
+from hmcam.core.storage import atomic_write
 
 
 def _cell(value: Any) -> str:

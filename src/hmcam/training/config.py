@@ -9,57 +9,12 @@ halfway) or whole epochs (the paper's 79, 90, 100). Datasets' default threat mod
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hmcam.core.validate import check_flag, check_int, check_number, check_string_keys, check_text
 from hmcam.training.augment import AUGMENTATIONS
 from hmcam.training.schedules import SCHEDULES, resolve_milestones
-
-
-def _int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer{' or None' if optional else ''}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _float(
-    name: str,
-    value: Any,
-    low: float,
-    high: float = math.inf,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-    optional: bool = False,
-) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number{' or None' if optional else ''}, got {value!r}")
-    if value < low or value > high or (open_low and value == low) or (open_high and value == high):
-        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
-
-
-def _str(name: str, value: Any, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{name} must be a non-empty string{' or None' if optional else ''}, got {value!r}")
-
-
-def _bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be true or false, got {value!r}")
-
-
-def _dict(name: str, value: Any) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise TypeError(f"{name} must be a dict with string keys, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -140,15 +95,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "method", "out", "device"):
-            _str(name, getattr(self, name))
-        _str("data_root", self.data_root, optional=True)
-        _dict("model_options", self.model_options)
-        _dict("method_kwargs", self.method_kwargs)
-        _int("epochs", self.epochs, 1)
-        _int("batch_size", self.batch_size, 1)
-        _float("lr", self.lr, 0.0, open_low=True)
-        _float("momentum", self.momentum, 0.0, 1.0, open_high=True)
-        _float("weight_decay", self.weight_decay, 0.0)
+            check_text(name, getattr(self, name))
+        check_text("data_root", self.data_root, optional=True)
+        check_string_keys("model_options", self.model_options)
+        check_string_keys("method_kwargs", self.method_kwargs)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_number("lr", self.lr, 0.0, open_low=True)
+        check_number("momentum", self.momentum, 0.0, 1.0, open_high=True)
+        check_number("weight_decay", self.weight_decay, 0.0)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         milestones: object = self.milestones  # checked here, whatever the annotation promises
@@ -156,24 +111,24 @@ class TrainConfig:
             raise TypeError(f"milestones must be a list of numbers, got {milestones!r}")
         object.__setattr__(self, "milestones", tuple(milestones))
         resolve_milestones(self.milestones, self.epochs)
-        _float("gamma", self.gamma, 0.0, 1.0, open_low=True)
-        _float("cyclic_peak", self.cyclic_peak, 0.0, 1.0, open_low=True, open_high=True)
-        _int("seed", self.seed, 0)
+        check_number("gamma", self.gamma, 0.0, 1.0, open_low=True)
+        check_number("cyclic_peak", self.cyclic_peak, 0.0, 1.0, open_low=True, open_high=True)
+        check_int("seed", self.seed, 0)
         for name in ("deterministic", "download", "channels_last", "progress", "sync_batchnorm", "stop_on_collapse"):
-            _bool(name, getattr(self, name))
-        _float("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
+            check_flag(name, getattr(self, name))
+        check_number("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augment!r}; choose one of {AUGMENTATIONS}")
-        _int("augment_padding", self.augment_padding, 0)
-        _int("workers", self.workers, 0)
-        _int("collapse_epochs", self.collapse_epochs, 0)
-        _float("collapse_margin", self.collapse_margin, 0.0, 1.0)
-        _int("train_limit", self.train_limit, 1, optional=True)
-        _int("test_limit", self.test_limit, 1, optional=True)
-        _int("eval_subset", self.eval_subset, 0)
-        _int("eval_steps", self.eval_steps, 1)
-        _float("eval_eps", self.eval_eps, 0.0, open_low=True, optional=True)
-        _float("eval_alpha", self.eval_alpha, 0.0, open_low=True, optional=True)
+        check_int("augment_padding", self.augment_padding, 0)
+        check_int("workers", self.workers, 0)
+        check_int("collapse_epochs", self.collapse_epochs, 0)
+        check_number("collapse_margin", self.collapse_margin, 0.0, 1.0)
+        check_int("train_limit", self.train_limit, 1, optional=True)
+        check_int("test_limit", self.test_limit, 1, optional=True)
+        check_int("eval_subset", self.eval_subset, 0)
+        check_int("eval_steps", self.eval_steps, 1)
+        check_number("eval_eps", self.eval_eps, 0.0, open_low=True, optional=True)
+        check_number("eval_alpha", self.eval_alpha, 0.0, open_low=True, optional=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-serializable values (milestones as a list)."""

@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hmcam.storage import atomic_write
+from hmcam.core.storage import atomic_write
 
 ACCURACY_SERIES = (
     ("train_accuracy", "train (as trained on)"),

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hmcam.training.distributed import DistributedContext
+from hmcam.core.distributed import DistributedContext
 
 
 class ExampleState:

@@ -30,10 +30,10 @@ def write_training_report(
     folder: Path, summary: dict[str, Any], history: Sequence[dict[str, Any]], resolved: dict[str, Any], started: float
 ) -> None:
     """Write the finished run's results, table and reports into ``folder``; ``started`` is this invocation's start."""
+    from hmcam.core.storage import atomic_write, atomic_write_json
     from hmcam.reporting.page import write_run_page
     from hmcam.reporting.provenance import run_record
     from hmcam.reporting.tables import markdown_table, write_csv
-    from hmcam.storage import atomic_write, atomic_write_json
 
     config = resolved["config"]
     evaluation = resolved["evaluation"]

@@ -60,14 +60,8 @@ from torch.optim import Optimizer
 from torch.utils.data import BatchSampler, DistributedSampler
 from tqdm.auto import tqdm
 
-from hmcam.data import ImageDataset, ImageFolder, load_dataset
-from hmcam.data.registry import SOURCES
-from hmcam.models import build_model, save_checkpoint
-from hmcam.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
-from hmcam.training.augment import Augmentation
-from hmcam.training.config import RESUMABLE_CHANGES, TrainConfig
-from hmcam.training.curves import save_curves
-from hmcam.training.distributed import (
+from hmcam.core.batching import in_memory, iterate_batches
+from hmcam.core.distributed import (
     DistributedContext,
     all_reduce_sum,
     any_process,
@@ -79,6 +73,14 @@ from hmcam.training.distributed import (
     unwrap_model,
     wrap_model,
 )
+from hmcam.core.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
+from hmcam.data import ImageDataset, ImageFolder, load_dataset
+from hmcam.data.registry import SOURCES
+from hmcam.evaluation.accuracy import accuracies
+from hmcam.models import build_model, save_checkpoint
+from hmcam.training.augment import Augmentation
+from hmcam.training.config import RESUMABLE_CHANGES, TrainConfig
+from hmcam.training.curves import save_curves
 from hmcam.training.examples import ExampleState
 from hmcam.training.methods import Batch, MethodSetup, StepContext, StepMeter, TrainingMethod, build_method
 from hmcam.training.report import write_training_report
@@ -93,7 +95,6 @@ from hmcam.training.state import (
     unpack,
 )
 from hmcam.training.threat import default_threat
-from hmcam.training.validation import accuracies, in_memory, iterate_batches
 
 STATE_FORMAT = "hmcam-trainer-state"
 STATE_VERSION = 1

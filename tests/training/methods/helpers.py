@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from hmcam.storage import load_tensors
+from hmcam.core.storage import load_tensors
 from hmcam.training import METHODS, TrainConfig, train
 
 KILL_VARIABLE = "HMCAM_TEST_KILL_AT"

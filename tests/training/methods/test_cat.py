@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hmcam.core.distributed import DistributedContext
+from hmcam.core.storage import load_tensors
 from hmcam.data import load_dataset
+from hmcam.evaluation.accuracy import accuracies
 from hmcam.models import build_model, load_checkpoint
-from hmcam.storage import load_tensors
 from hmcam.training import ExampleState, TrainConfig, build_method, train
-from hmcam.training.distributed import DistributedContext
 from hmcam.training.methods import Batch, CATCETraining, CATTraining, MethodSetup, StepContext
 from hmcam.training.methods.cat import ChainTraining, initial_perturbation
-from hmcam.training.validation import accuracies
 
 SINGLE = DistributedContext(0, 1, 0, torch.device("cpu"), None)
 
@@ -404,7 +404,7 @@ def test_two_gloo_processes_make_the_chains_and_weights_of_one_process(helpers, 
 
 # LeNet on 1000 Fashion-MNIST images, eps 0.1, a budget of 4 epochs of CAT (T = 4, K = 1: 9.33 passes
 # a minibatch), natural training for the same passes (37 epochs). Both are scored as the trainer
-# scores every epoch (hmcam.training.validation.accuracies: PGD-10, eps 0.1, random start), once at
+# scores every epoch (hmcam.evaluation.accuracy.accuracies: PGD-10, eps 0.1, random start), once at
 # the end. Measured with seeds 0-3 on these 300 test images: CAT 0.50-0.54 robust (0.62-0.73 clean),
 # natural 0.07-0.10 robust (0.82-0.85 clean), a gap of 0.40-0.46.
 BUDGET_CONFIG = dict(

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hmcam.core.storage import load_tensors
 from hmcam.models import build_model
-from hmcam.storage import load_tensors
 from hmcam.training import TrainConfig, Trainer, build_method, train
 from hmcam.training.methods import Batch, FastTraining, StepContext
 from hmcam.training.methods.fast import FAST_STREAM, global_batch_noise

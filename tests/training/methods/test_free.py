@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hmcam.core.distributed import DistributedContext
 from hmcam.training import ExampleState, build_method
-from hmcam.training.distributed import DistributedContext
 from hmcam.training.methods import Batch, FreeTraining, MethodSetup, StepContext
 
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hmcam.core.distributed import DistributedContext
 from hmcam.models import build_model
 from hmcam.training import ExampleState, build_method
-from hmcam.training.distributed import DistributedContext
 from hmcam.training.methods import Batch, MethodSetup, StepContext, YOPOTraining
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.yopo import YOPO_STREAM, multiply_adds

@@ -57,7 +57,7 @@ How the methods of the paper's comparison (section 5.1, Tables 4-7) map onto it:
   :meth:`~TrainingMethod.state_dict` tensor. :meth:`~TrainingMethod.epochs_for_budget` divides by m.
 - **YOPO-m-n**: ``train_step`` splits the network with :func:`hmcam.models.split_first_layer`
   (built in ``setup``); the first ``m - 1`` of its ``m`` full backward passes run under
-  :func:`hmcam.training.distributed.no_sync`, so the accumulated gradient is averaged once; the
+  :func:`hmcam.core.distributed.no_sync`, so the accumulated gradient is averaged once; the
   ``m * n`` perturbation updates go through the first layer alone; one ``optimizer.step()``.
   :meth:`~TrainingMethod.parameter_groups` gives the first layer ``lr_scale = 1`` and the rest
   ``1 / m``. It reports ``m`` full passes plus whatever it counts the first-layer updates as.
@@ -93,7 +93,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 if TYPE_CHECKING:
-    from hmcam.training.distributed import DistributedContext
+    from hmcam.core.distributed import DistributedContext
     from hmcam.training.examples import ExampleState
 
 

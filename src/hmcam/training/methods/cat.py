@@ -79,10 +79,15 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.checks import check_non_negative_float, check_positive_float, check_positive_int
 from hmcam.attacks.hygiene import attack_mode
 from hmcam.attacks.norms import get_norm
-from hmcam.training.distributed import unwrap_model
+from hmcam.core.distributed import unwrap_model
+from hmcam.core.validate import (
+    check_non_negative_float,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+)
 from hmcam.training.examples import ExampleState
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
@@ -113,12 +118,6 @@ def initial_perturbation(seed: int, indices: Tensor, epoch: int, shape: tuple[in
         generator = torch.Generator().manual_seed(int(entropy))
         rows.append(torch.rand(shape, generator=generator))
     return (2 * torch.stack(rows) - 1) * eps if rows else torch.zeros(0, *shape)
-
-
-def _check_non_negative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return value
 
 
 class ChainTraining(TrainingMethod):
@@ -152,7 +151,7 @@ class ChainTraining(TrainingMethod):
         self.chain_steps = check_positive_int("chain_steps", chain_steps)
         self.alpha = ALPHA_PER_EPS * self.eps if alpha is None else check_positive_float("alpha", alpha)
         self.eps_step = self.eps if eps_step is None else check_positive_float("eps_step", eps_step)
-        self.restart_every = _check_non_negative_int("restart_every", restart_every)
+        self.restart_every = check_non_negative_int("restart_every", restart_every)
         self.seed = 0
         self._store: ExampleState | None = None
 

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hmcam.attacks.checks import check_flag, check_positive_float
-from hmcam.training.distributed import unwrap_model
+from hmcam.core.distributed import unwrap_model
+from hmcam.core.validate import check_flag, check_positive_float
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
 from hmcam.training.threat import fill_defaults

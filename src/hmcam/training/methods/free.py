@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hmcam.attacks.checks import check_positive_float, check_positive_int
+from hmcam.core.validate import check_positive_float, check_positive_int
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
 from hmcam.training.threat import CIFAR_LIKE, MNIST_LIKE, Threat, fill_defaults

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from hmcam.attacks import PGD
-from hmcam.training.distributed import unwrap_model
+from hmcam.core.distributed import unwrap_model
 from hmcam.training.methods.base import MethodOutput, StepContext, TrainingMethod
 from hmcam.training.methods.registry import register_method
 from hmcam.training.threat import checked_threat

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
-from hmcam.attacks.checks import check_non_negative_float
 from hmcam.attacks.hygiene import attack_mode
-from hmcam.training.distributed import unwrap_model
+from hmcam.core.distributed import unwrap_model
+from hmcam.core.validate import check_non_negative_float
 from hmcam.training.methods.base import MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.registry import register_method

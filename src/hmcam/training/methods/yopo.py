@@ -10,7 +10,7 @@ The network is cut after its first layer f0 (:func:`hmcam.models.split_first_lay
 3. the gradient of ``-H`` at the final eta added to f0's parameters.
 
 After the m passes the optimizer takes one step; the first m - 1 backward passes run under
-:func:`~hmcam.training.distributed.no_sync`, so DistributedDataParallel averages the accumulated
+:func:`~hmcam.core.distributed.no_sync`, so DistributedDataParallel averages the accumulated
 gradient once, and the f0 gradients of step 3, computed on the unwrapped network, are averaged
 over the processes by one all-reduce of their own.
 
@@ -55,9 +55,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hmcam.attacks.checks import check_positive_float, check_positive_int
+from hmcam.core.distributed import DistributedContext, all_reduce_sum, no_sync
+from hmcam.core.validate import check_positive_float, check_positive_int
 from hmcam.models.split import FirstLayerSplit, split_first_layer
-from hmcam.training.distributed import DistributedContext, all_reduce_sum, no_sync
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
 from hmcam.training.methods.fast import global_batch_noise
 from hmcam.training.methods.registry import register_method

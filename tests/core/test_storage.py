@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmcam.storage import atomic_write, current_umask, load_tensors, save_tensors
+from hmcam.core.storage import atomic_write, current_umask, load_tensors, save_tensors
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])

@@ -7,10 +7,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from hmcam.attacks import PGD
+from hmcam.core.batching import fetch
+from hmcam.core.distributed import DistributedContext
 from hmcam.data import load_dataset
+from hmcam.evaluation.accuracy import accuracies
 from hmcam.models import build_model
-from hmcam.training.distributed import DistributedContext
-from hmcam.training.validation import accuracies, fetch
 
 SINGLE = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None)
 
