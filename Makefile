@@ -33,9 +33,11 @@ browser:
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; \
 	  } || echo "note: could not install chromium through apt; the report-page browser tests will be skipped"; }
 
-# Lint, formatting and strict types; configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+# Lint, formatting, the import layers and strict types; configured in pyproject.toml ([tool.ruff],
+# [tool.importlinter], [tool.mypy]).
 lint: install
 	$(PYTHON) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 

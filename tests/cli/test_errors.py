@@ -104,7 +104,7 @@ def test_damaged_checkpoint_headers(capsys, checkpoint, tmp_path, metadata, mess
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"hidden": [1] * 300_000}, "1 to 32 layer widths"), ({"hidden": [10**9]}, "widths must be integers in"),
-     ({"hidden": "8"}, "list of layer widths"), ({"depth": 3}, "has no option(s) ['depth']")],
+     ({"hidden": "8"}, "list of layer widths"), ({"depth": 3}, "takes no option(s) ['depth']")],
 )  # fmt: skip
 def test_untrusted_build_options_are_checked_against_the_schema(capsys, checkpoint, tmp_path, options, message) -> None:
     data = checkpoint.read_bytes()

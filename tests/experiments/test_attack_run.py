@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hmcam.attacks import IFGSM
@@ -10,13 +11,15 @@ from hmcam.experiments.attack_run import AttackSettings, run_attack
 
 def test_batched_run_equals_one_call_and_summary_counts(digits_correct, digits_model) -> None:
     x, y = digits_correct
-    settings = AttackSettings("pgd", eps=0.15, steps=5, samples=4, seed=None)
+    settings = AttackSettings("pgd", eps=0.15, steps=5, seed=None)
     run = run_attack(digits_model, settings, x[:40], y[:40], batch_size=40, progress=False)
     again = run_attack(
         digits_model, AttackSettings("ifgsm", eps=0.15, steps=5), x[:40], y[:40], batch_size=7, progress=False
     )
     torch.testing.assert_close(again.adversarial, IFGSM(digits_model, 0.15, steps=5)(x[:40], y[:40]))
-    assert run.samples is None and "acceptance_rate" not in run.summary  # samples is not passed to PGD
+    assert run.samples is None and "acceptance_rate" not in run.summary  # PGD draws no samples
+    with pytest.raises(TypeError, match=r"attack 'pgd' takes no argument\(s\) \['samples'\]"):
+        AttackSettings("pgd", eps=0.15, steps=5, samples=4).build(digits_model)  # a set value is never dropped
     assert run.summary["clean_accuracy"] == 1.0  # digits_correct holds correctly classified examples
     assert abs(run.summary["success_rate"] - (1 - run.summary["robust_accuracy"])) < 1e-6  # float32 means
 

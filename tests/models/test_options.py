@@ -21,7 +21,7 @@ def test_every_option_of_the_zoo_has_a_schema() -> None:
         ("mlp", {"hidden": "256"}, TypeError, "list of layer widths"),
         ("smallcnn", {"dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
         ("smallcnn", {"dropout": "0.5"}, ValueError, "dropout must be in"),
-        ("lenet", {"dropout": 0.1}, TypeError, r"lenet has no option\(s\) \['dropout'\]"),
+        ("lenet", {"dropout": 0.1}, TypeError, r"architecture 'lenet' takes no option\(s\) \['dropout'\]"),
     ],
 )
 def test_bad_options_are_named(name, options, error, message) -> None:

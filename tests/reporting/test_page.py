@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from hmcam.reporting.figures import save_bar_chart
-from hmcam.reporting.page import _shift_headings, read_run, write_report, write_run_page
+from hmcam.reporting.page import _shift_headings, read_run, write_report
 from hmcam.reporting.provenance import run_record
+from hmcam.reporting.run_folder import RunFolder
 
 CLAIM = {"claim": "HMCAM transfers better than PGD", "paper": "+7.7 points", "ours": "+0.8 points", "verdict": "partly"}
 
@@ -66,7 +67,7 @@ def test_the_page_embeds_every_figure_and_lists_claims_runs_and_environment(tmp_
 def test_a_run_page_in_its_own_folder_leaves_its_report_md_alone(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", "demo")
     before = (run / "report.md").read_text()
-    page = write_run_page(run)
+    page = RunFolder(run, "experiment").write_page()
     assert page == run / "report.html" and (run / "report.md").read_text() == before
     assert read_run(run).name == "demo" and read_run(run).kind == "experiment"
 

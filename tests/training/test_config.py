@@ -67,7 +67,7 @@ def test_training_engine_fields_round_trip_with_their_defaults() -> None:
         ({"workers": -1}, ValueError, "workers must be >= 0"),
         ({"collapse_epochs": 1.5}, TypeError, "collapse_epochs must be an integer"),
         ({"collapse_margin": 2.0}, ValueError, r"collapse_margin must lie in \[0.0, 1.0\]"),
-        ({"stop_on_collapse": None}, TypeError, "stop_on_collapse must be true or false"),
+        ({"stop_on_collapse": None}, TypeError, "stop_on_collapse must be True or False"),
     ],
 )
 def test_invalid_fields_raise(changes: dict, error: type, message: str) -> None:

@@ -14,7 +14,7 @@ from torch.utils.data import get_worker_info
 from hmcam.core.storage import load_tensors
 from hmcam.data import ImageFolder, dataset_info
 from hmcam.training import TrainConfig, train
-from hmcam.training import trainer as trainer_module
+from hmcam.training import datasets as datasets_module
 
 
 class WorkerDecodedFolder(ImageFolder):
@@ -64,7 +64,7 @@ def test_folder_images_are_decoded_by_workers_and_train_as_without_them(
         # 28 x 28 crops of the 30 x 30 images: the MLP's input size, with 3 channels.
         return WorkerDecodedFolder(tmp_path / "images", info, resize=30, crop=28)
 
-    monkeypatch.setattr(trainer_module, "load_dataset", load)
+    monkeypatch.setattr(datasets_module, "load_dataset", load)
     monkeypatch.setattr(WorkerDecodedFolder, "require_worker", True)
     with_workers = train(TrainConfig(**CONFIG, workers=2, out=str(tmp_path / "workers")))
     assert with_workers["steps"] == 2 * 3  # 24 images in batches of 8

@@ -7,6 +7,9 @@ momentum in ``aifgsm.py``, the blob term in ``daa.py``), Metropolis-Hastings and
 ``chain.py``, Algorithm 2 in ``hmcam.py`` and Algorithm 1 in ``hmc.py``.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from hmcam.attacks.aifgsm import AIFGSM, AccumulatedMomentum, Moments
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.base import Attack
@@ -30,6 +33,7 @@ from hmcam.attacks.loop import IterativeAttack, StepRule, Trajectory
 from hmcam.attacks.mifgsm import MIFGSM, MPGD, Momentum
 from hmcam.attacks.norms import NORMS, get_norm
 from hmcam.attacks.pgd import PGD, CWLinf
+from hmcam.core.builder import Registry, accepted_arguments
 
 #: Attacks by the names the command line and the experiments use.
 ATTACKS: dict[str, type[Attack]] = {
@@ -48,16 +52,33 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 
 
+def attack_arguments(attack_class: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword arguments ``attack_class`` takes; without ``eps`` and ``norm`` for an attack with no eps-ball.
+
+    An attack whose ``uses_eps`` is False (CW) searches for a minimal perturbation in its own norm,
+    so its base class's ``eps`` and ``norm`` are fixed by the attack and cannot be given.
+    """
+    names = accepted_arguments(attack_class)
+    if getattr(attack_class, "uses_eps", True):
+        return names
+    return tuple(name for name in names if name not in ("eps", "norm"))
+
+
+#: :data:`ATTACKS` for :func:`hmcam.core.builder.build`: names in any case, the model passed by the caller.
+ATTACK_REGISTRY: Registry[type[Attack]] = Registry(
+    "attack", ATTACKS, supplied=("model",), ignore_case=True, arguments=attack_arguments
+)
+
+
 def get_attack(name: str) -> type[Attack]:
-    """Look up an attack class by its lower-case name."""
-    if not isinstance(name, str) or name.lower() not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
-    return ATTACKS[name.lower()]
+    """Look up an attack class by its name, in any case; ValueError listing the known names otherwise."""
+    return ATTACK_REGISTRY.lookup(name)
 
 
 __all__ = [
     "AIFGSM",
     "ATTACKS",
+    "ATTACK_REGISTRY",
     "AccumulatedMomentum",
     "Attack",
     "BIM",
@@ -86,6 +107,7 @@ __all__ = [
     "StepRule",
     "Trajectory",
     "Transition",
+    "attack_arguments",
     "attack_mode",
     "get_attack",
     "get_norm",

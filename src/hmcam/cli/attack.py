@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from hmcam.cli.common import (
@@ -35,8 +36,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Attack the checkpoint's test images and write the run folder (``attack_run.write_attack_folder``)."""
-    import time
-
+    # Deferred: torch and the attacks load only when the command runs, not for `hmcam --help`.
     from hmcam.experiments.attack_run import run_attack, write_attack_folder
 
     started = time.time()

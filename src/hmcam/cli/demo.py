@@ -27,6 +27,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> str:
     """Train the demo models (or reuse them), run the attacks and write the run folder; returns the summary."""
+    # Deferred: torch and the experiments load only when the command runs, not for `hmcam --help`.
     from hmcam.experiments.demo import main_summary, run_demo
 
     out = check_output_folder(args.out)

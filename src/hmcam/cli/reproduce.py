@@ -38,6 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the reproduction; returns where the report is, each experiment's minutes and the verdicts."""
+    # Deferred: torch and the experiments load only when the command runs, not for `hmcam --help`.
     from hmcam.experiments.reproduce import REPRODUCE_SCALES, run_reproduce
 
     out = check_output_folder(args.out)

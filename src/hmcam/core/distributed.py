@@ -1,19 +1,9 @@
 """Process-group plumbing for multi-process training under ``torchrun``.
 
-``torchrun --nproc_per_node=K`` starts K copies of the entry point with RANK, WORLD_SIZE and
-LOCAL_RANK (and the rendezvous address) in the environment. :func:`setup_distributed` reads them,
-picks the device (``cuda:LOCAL_RANK`` on GPUs, else the CPU) and initializes the process group
-(NCCL on CUDA, gloo on the CPU). Without those variables, or with one process, training runs in the
-current process and every collective below is the identity.
-
-Small CPU-side exchanges (each process's RNG state, method state) go over a gloo group even when
-training uses NCCL (:attr:`DistributedContext.cpu_group`), and are gathered onto rank 0 only, the
-process that writes files: nothing of another process's state is ever copied onto a GPU.
-
-Batch normalization computes its statistics over each process's share of the batch unless the
-layers are converted with :func:`convert_batchnorm` (torch's ``SyncBatchNorm`` on CUDA,
-:class:`CrossProcessBatchNorm` elsewhere, since torch's needs a GPU); then K processes compute the
-statistics, the running averages and the gradients of the whole global batch, as one process would.
+:func:`setup_distributed` reads torchrun's environment, picks the device and initializes the process
+group (NCCL on CUDA, gloo on the CPU); with one process every collective here is the identity. The
+gloo exchanges onto rank 0 and batch norm over the global batch (:func:`convert_batchnorm`) too:
+docs/training.md, "Process groups and collectives".
 """
 
 from __future__ import annotations

@@ -8,17 +8,11 @@ what is still robust), checked for gradient masking, resumable and shardable ove
 :mod:`~hmcam.evaluation.mcmc`, diversity).
 """
 
+from hmcam.evaluation.config import DEFAULT_ATTACKS, EvaluationConfig, Stage
 from hmcam.evaluation.mcmc import effective_sample_size, rhat
 from hmcam.evaluation.metrics import all_success, any_success, predict, robust_accuracy, success_rate
-from hmcam.evaluation.robust import (
-    DEFAULT_ATTACKS,
-    PER_ATTACK_NOTE,
-    AttackReport,
-    EvaluationConfig,
-    RobustEvaluation,
-    Stage,
-    evaluate_robustness,
-)
+from hmcam.evaluation.result import PER_ATTACK_NOTE, AttackReport, RobustEvaluation
+from hmcam.evaluation.robust import evaluate_robustness
 from hmcam.evaluation.sampling import (
     ChainDiagnostics,
     diagnose,

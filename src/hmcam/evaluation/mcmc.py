@@ -1,23 +1,8 @@
 """MCMC diagnostics of attack chains: effective sample size and R-hat, as ArviZ defines them.
 
-A *trace* is a ``[chains, draws]`` tensor of one scalar per chain state (the loss of each sample,
-or whether its predicted class differs from the label). Both diagnostics follow Vehtari et al.
-(2021), "Rank-normalization, folding, and localization: an improved R-hat", in ArviZ's
-implementation (``arviz.ess`` and ``arviz.rhat``, version 0.23), so that the numbers mean what users
-of Stan or ArviZ expect:
-
-- every chain is split in halves (the middle draw of an odd length is dropped), so a chain that
-  drifts shows as two chains that disagree;
-- ``method="bulk"`` / ``"rank"`` (the defaults) first replace the draws by the normal scores of
-  their pooled ranks (average ranks for ties, offset 3/8), which makes the diagnostics work for
-  heavy tails and for discrete traces such as a 0/1 success indicator; ``"mean"`` / ``"split"`` use
-  the raw draws;
-- ESS uses the autocovariance of every chain (biased, by FFT), Geyer's initial positive and initial
-  monotone sequences, and the lower bound ``tau >= 1 / log10(chains * draws)``; R-hat ``"rank"`` is
-  the larger of the bulk and the folded (absolute deviation from the median) R-hat.
-
-A trace that is constant has ``chains * draws`` effective samples and an undefined R-hat (NaN).
-The tests check these functions against values ArviZ computed.
+A trace is a ``[chains, draws]`` tensor of one scalar per chain state (a sample's loss, or whether it
+fools the model). Both diagnostics follow Vehtari et al. (2021) as ArviZ 0.23 implements them (split
+chains, rank normalization, folding): docs/evaluation.md, "MCMC diagnostics of attack chains".
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ example, which is what the reported numbers rest on.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from hmcam.attacks import (
+    ATTACK_REGISTRY,
     Attack,
     Ball,
     ChainAttack,
@@ -29,10 +29,10 @@ from hmcam.attacks import (
     Momentum,
     SteepestAscent,
     StepRule,
-    get_attack,
 )
 from hmcam.attacks.ifgsm import IFGSM
 from hmcam.attacks.norms import per_example
+from hmcam.core.builder import build
 from hmcam.evaluation.metrics import predict
 
 #: Step rules whose state is per example, so that fooled examples can leave the batch mid-attack.
@@ -49,30 +49,22 @@ def derive_seed(seed: int, chunk: int, stage: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def accepted_arguments(attack_class: type[Attack]) -> set[str]:
-    """The keyword arguments the constructors of ``attack_class`` and its bases accept."""
-    accepted: set[str] = set()
-    for klass in attack_class.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
-    return accepted
-
-
 def build_attack(
     name: str, model: nn.Module, *, eps: float, norm: str, steps: int, alpha: float | None, seed: int
 ) -> Attack:
     """The attack ``name`` for ``model`` with one run (restarts are run by the evaluation itself).
 
-    ``steps`` and ``alpha`` go to the attacks that take them; the rest keep their own defaults.
+    ``eps``, ``norm`` and ``seed`` go to every attack (each has an eps-ball here); ``steps`` and
+    ``alpha`` (when given) to the attacks that take them (not FGSM, whose one step is eps), as
+    :data:`~hmcam.attacks.ATTACK_REGISTRY` says; the rest keep their own defaults.
     """
-    attack_class = get_attack(name)
-    accepted = accepted_arguments(attack_class)
-    options: dict[str, Any] = {"norm": norm, "seed": seed}
+    accepted = ATTACK_REGISTRY.accepts(name)
+    options: dict[str, Any] = {"eps": eps, "norm": norm, "seed": seed}
     if "steps" in accepted:
         options["steps"] = steps
     if alpha is not None and "alpha" in accepted:
         options["alpha"] = alpha
-    return attack_class(model, eps, **options)
+    return build(ATTACK_REGISTRY, name, model, **options)
 
 
 def is_iterative(attack: Attack) -> bool:

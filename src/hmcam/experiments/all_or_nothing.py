@@ -19,23 +19,29 @@ import torch
 from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
+from hmcam.core.batching import fetch
+from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.setup import (
     AttackScale,
     RunOptions,
     adversarial_examples,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.targeted import TARGETED_EPS, random_targets
+from hmcam.reporting.figures import save_bar_chart
+from hmcam.reporting.tables import markdown_table
 
 #: S of the HMCAM sequence (the paper: 5).
 SEQUENCE = 5
 #: Per scale: the budget N (the paper: 100), the number of (image, target) pairs and training images per prototype.
 SIZES = {"smoke": (10, 16, 64), "small": (50, 200, 1000), "paper": (100, 200, 1000)}
+#: The bar chart of the success cases.
+FIGURE = "all_or_nothing.png"
 
 
 class PrototypeRecogniser(nn.Module):
@@ -80,11 +86,7 @@ def recogniser(network: nn.Module, images: Tensor, labels: Tensor, classes: int)
 
 def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run the all-or-nothing experiment at ``scale`` into ``out``: success counts per method, and the report."""
-    from hmcam.core.batching import fetch
-    from hmcam.data import load_dataset
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     budget, pairs, gallery = SIZES.get(scale.name, SIZES["small"])
     eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
@@ -120,7 +122,7 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
                     found[f"{system}-any"].append(hit.any(dim=0))
             return {key: torch.stack(values).cpu() for key, values in found.items()}
 
-        outcomes[method] = cached(out / "cache" / f"{method}.safetensors", compute)
+        outcomes[method] = folder.cached(cache_file(method), compute)
 
     def count(method: str, system: str, kind: str) -> float:
         return float(outcomes[method][f"{system}-{kind}"].float().sum(dim=1).mean())
@@ -143,12 +145,9 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
             "verdict": "holds" if count("hmcam", black, "all") > best else "does not hold",
         }
     ]
-    from hmcam.reporting.figures import save_bar_chart
-
     names = [str(row["method"]) for row in rows]
-    out.mkdir(parents=True, exist_ok=True)
     save_bar_chart(
-        out / "all_or_nothing.png",
+        folder.file(FIGURE),
         names,
         {
             f"white-box ({white}), all": [count(m, white, "all") / pairs for m in methods],
@@ -168,11 +167,10 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
             f"target is recognised for every one of HMCAM's {SEQUENCE} samples (all-or-nothing), or for any.",
             "",
             markdown_table(rows, list(rows[0])),
-            "![success cases under the all-or-nothing criterion](all_or_nothing.png)",
+            f"![success cases under the all-or-nothing criterion]({FIGURE})",
             "",
             claim_table(claims),
         ]
     )
     results = {"pairs": pairs, "eps": eps, "rows": rows, "claims": claims}
-    write_outputs(options, "all-or-nothing", scale, results, {"all_or_nothing": (rows, list(rows[0]))}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "all-or-nothing", scale, results, (rows, list(rows[0])), report)

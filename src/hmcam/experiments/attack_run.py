@@ -1,10 +1,15 @@
-"""Run one attack over a dataset in batches and summarize it (success, acceptance, norms, time)."""
+"""Run one attack over a dataset in batches, summarize it and write its run folder.
+
+:func:`run_attack` attacks a dataset slice batch by batch and measures what the paper reports
+(success, acceptance, norms, time, the sampling diagnostics of chain attacks) into an
+:class:`AttackRun`; :func:`write_attack_folder` writes the examples, the summary, the figures and
+the report through a :class:`~hmcam.reporting.run_folder.RunFolder` of kind ``attack``.
+"""
 
 from __future__ import annotations
 
-import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +17,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from hmcam.attacks import Attack, ChainAttack, attack_mode, get_attack
+from hmcam.attacks import ATTACK_REGISTRY, Attack, ChainAttack, attack_mode
 from hmcam.attacks.norms import NORMS
+from hmcam.core import builder
 from hmcam.core.storage import save_tensors
 from hmcam.evaluation import predict
 from hmcam.evaluation.sampling import ChainDiagnostics, diagnose
+from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_chain_grid
+from hmcam.reporting.run_folder import CONFIG_FILE, PAGE_FILE, REPORT_FILE, RESULTS_FILE, TABLE_FILE, RunFolder
+from hmcam.reporting.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -25,8 +34,9 @@ class AttackSettings:
 
     ``steps`` is the attack's T; for chain attacks (HMCAM, HMC) ``samples`` is S, so N = S * T,
     ``chains`` is C, the chains per example, and ``momentum_refresh`` HMCAM's random initial
-    momentum (0: the paper's chain). Options the attack does not take (``samples`` for PGD, say) are
-    not passed to it; ``options`` holds any further keyword arguments of the attack class.
+    momentum (0: the paper's chain). ``options`` holds any further keyword arguments of the attack
+    class. Which field goes to which attack is decided by :meth:`arguments`: a field the attack does
+    not take is left out when it holds its default, and is an error naming it otherwise.
     """
 
     name: str
@@ -38,34 +48,33 @@ class AttackSettings:
     alpha: float | None = None
     norm: str = "linf"
     targeted: bool = False
-    seed: int = 0
+    seed: int | None = 0
     options: tuple[tuple[str, Any], ...] = ()
 
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the attack: each field it takes, then ``options``.
+
+        What an attack takes is what :data:`~hmcam.attacks.ATTACK_REGISTRY` accepts for it: ``eps``
+        and ``norm`` go to the attacks with an eps-ball (not CW), ``samples`` and ``chains`` to the
+        chain attacks (HMCAM, HMC), ``momentum_refresh`` to HMCAM, ``steps`` to all but FGSM and
+        ``alpha`` to the iterative attacks; ``targeted`` and ``seed`` to every attack. A field the
+        attack does not take is left out when it holds its default (``steps`` also at 1, the one
+        step FGSM takes) and passed otherwise, so that the builder refuses the value set, by name.
+        """
+        accepted = ATTACK_REGISTRY.accepts(self.name)
+        arguments: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("name", "options"):
+                continue
+            unused = value == field.default or (field.name == "steps" and value == 1)
+            if field.name in accepted or not unused:
+                arguments[field.name] = value
+        return {**arguments, **dict(self.options)}
+
     def build(self, model: nn.Module) -> Attack:
-        """Instantiate the attack for ``model``, passing only the arguments its class accepts."""
-        attack_class = get_attack(self.name)
-        accepted: set[str] = set()
-        for klass in attack_class.__mro__:
-            if "__init__" in vars(klass):
-                accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
-        wanted = {
-            "eps": self.eps,
-            "steps": self.steps,
-            "samples": self.samples,
-            "chains": self.chains,
-            "momentum_refresh": self.momentum_refresh,
-            "alpha": self.alpha,
-            "norm": self.norm,
-            "targeted": self.targeted,
-            "seed": self.seed,
-            **dict(self.options),
-        }
-        if not attack_class.uses_eps:
-            wanted.pop("eps")
-            wanted.pop("norm")
-        return attack_class(
-            model, **{key: value for key, value in wanted.items() if key in accepted and value is not None}
-        )
+        """The attack for ``model`` with :meth:`arguments`; TypeError naming a set value the attack cannot take."""
+        return builder.build(ATTACK_REGISTRY, self.name, model, **self.arguments())
 
 
 class ChunkWriter:
@@ -108,6 +117,39 @@ class AttackRun:
     adversarial: Tensor
     samples: Tensor | None
     summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary, as ``results.json`` holds it beside the checkpoint, the data and the ``run`` record."""
+        return dict(self.summary)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The summary as the one row of ``results.csv`` (columns :data:`SUMMARY_COLUMNS`)."""
+        return [self.summary]
+
+    def markdown(self, settings: AttackSettings, subject: str = "the model") -> str:
+        """The report of the run of ``settings`` on ``subject`` (the checkpoint): settings, summary, figures.
+
+        It shows the figures :func:`write_attack_folder` draws: the grid of examples, and the chain
+        when the samples were kept.
+        """
+        shown_columns = [column for column in SUMMARY_COLUMNS if self.summary.get(column) is not None]
+        figures = [f"![originals, perturbations and adversarial examples]({GRID_FIGURE})", ""]
+        if self.samples is not None:
+            figures += [f"![the chain of samples]({CHAIN_FIGURE})", ""]
+        lines = [
+            f"# Attack: {settings.name} on {subject}",
+            "",
+            f"{self.summary['examples']} examples, {settings.norm} eps {settings.eps}, {settings.steps} steps"
+            + (f", {settings.samples} samples x {settings.chains} chain(s)" if "chains" in self.summary else "")
+            + (", targeted at (label + 1) mod classes" if settings.targeted else "")
+            + f", seed {settings.seed}. Success counts among the correctly classified examples.",
+            "",
+            markdown_table(self.rows(), shown_columns),
+            *figures,
+            f"The examples: `{EXAMPLES_FILE}`; the summary: `{RESULTS_FILE}`, `{TABLE_FILE}`.",
+            "",
+        ]
+        return "\n".join(lines)
 
 
 def run_attack(
@@ -205,6 +247,8 @@ def run_attack(
     return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary)
 
 
+#: The examples (and the samples of a chain attack), the grid of examples and the chain, in an attack folder.
+EXAMPLES_FILE, GRID_FIGURE, CHAIN_FIGURE = "adversarial.safetensors", "grid.png", "chain.png"
 #: The summary fields ``results.csv`` of an attack folder holds, in order (chain-only ones empty otherwise).
 SUMMARY_COLUMNS = (
     "attack",
@@ -248,28 +292,20 @@ def write_attack_folder(
     one row), ``grid.png``, ``chain.png`` for a chain attack whose samples are kept, ``report.md`` and
     ``report.html``.
     """
-    import dataclasses
-
-    from hmcam.core.storage import atomic_write, atomic_write_json
-    from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_chain_grid
-    from hmcam.reporting.page import write_run_page
-    from hmcam.reporting.provenance import run_record
-    from hmcam.reporting.tables import markdown_table, write_csv
-
+    folder = RunFolder(out, "attack", started=started, device=str(images.device))
     tensors = {"adversarial": run.adversarial, "labels": labels}
     if run.samples is not None:
         tensors["samples"] = run.samples
-    save_tensors(out / "adversarial.safetensors", tensors, {**extra, **run.summary})
-    atomic_write_json(out / "config.json", {"kind": "attack", **extra, **dataclasses.asdict(settings)})
-    record = run_record("attack", started, str(images.device))
-    atomic_write_json(out / "results.json", {**extra, **run.summary, "run": record})
-    write_csv(out / "results.csv", [run.summary], SUMMARY_COLUMNS)
+    save_tensors(folder.file(EXAMPLES_FILE), tensors, {**extra, **run.summary})
+    folder.write_config({**extra, **asdict(settings)})
+    folder.write_results({**extra, **run.to_dict()})
+    folder.write_table(run.rows(), SUMMARY_COLUMNS)
     clean_prediction = predict(model, images)
     adversarial_prediction = predict(model, run.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
     title = f"{settings.name}, {settings.norm} eps = {settings.eps}"
     save_adversarial_grid(
-        out / "grid.png",
+        folder.file(GRID_FIGURE),
         images[shown].cpu(),
         run.adversarial[shown].cpu(),
         clean_prediction[shown].cpu(),
@@ -277,36 +313,19 @@ def write_attack_folder(
         class_names,
         title,
     )
-    files = ["adversarial.safetensors", "config.json", "results.json", "results.csv", "grid.png"]
-    figures = ["![originals, perturbations and adversarial examples](grid.png)", ""]
+    files = [EXAMPLES_FILE, CONFIG_FILE, RESULTS_FILE, TABLE_FILE, GRID_FIGURE]
     if run.samples is not None:
         # [S, B, ...] or [S, C, B, ...]: the first chain of the first four shown examples.
         chain = run.samples if run.samples.dim() == images.dim() + 1 else run.samples[:, 0]
         picked = chain[:, shown[:4].to(chain.device)]
         save_chain_grid(
-            out / "chain.png",
+            folder.file(CHAIN_FIGURE),
             images[shown[:4]].cpu(),
             picked.cpu(),
             predict(model, picked, sample_dims=1).cpu(),
             class_names,
             f"{settings.name} chain: one row per image, one column per sample",
         )
-        files.append("chain.png")
-        figures += ["![the chain of samples](chain.png)", ""]
-    shown_columns = [column for column in SUMMARY_COLUMNS if run.summary.get(column) is not None]
-    lines = [
-        f"# Attack: {settings.name} on {extra.get('checkpoint', 'the model')}",
-        "",
-        f"{run.summary['examples']} examples, {settings.norm} eps {settings.eps}, {settings.steps} steps"
-        + (f", {settings.samples} samples x {settings.chains} chain(s)" if "chains" in run.summary else "")
-        + (", targeted at (label + 1) mod classes" if settings.targeted else "")
-        + f", seed {settings.seed}. Success counts among the correctly classified examples.",
-        "",
-        markdown_table([run.summary], shown_columns),
-        *figures,
-        "The examples: `adversarial.safetensors`; the summary: `results.json`, `results.csv`.",
-        "",
-    ]
-    atomic_write(out / "report.md", "\n".join(lines).encode())
-    write_run_page(out)
-    return [*files, "report.md", "report.html"]
+        files.append(CHAIN_FIGURE)
+    folder.write_report(run.markdown(settings, str(extra.get("checkpoint", "the model"))))
+    return [*files, REPORT_FILE, PAGE_FILE]

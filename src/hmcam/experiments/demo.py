@@ -12,7 +12,6 @@ one run folder with a self-contained ``report.html``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,16 +19,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hmcam.core.storage import atomic_write, atomic_write_json
 from hmcam.data import ImageDataset, load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackRun, AttackSettings, run_attack
 from hmcam.models import load_checkpoint
 from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_bar_chart, save_chain_grid
-from hmcam.reporting.page import write_run_page
-from hmcam.reporting.provenance import run_record
-from hmcam.reporting.tables import markdown_table, write_csv
+from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, TABLE_FILE, RunFolder
+from hmcam.reporting.tables import markdown_table
 from hmcam.training import TrainConfig, train
+from hmcam.training.trainer import LAST_FILE
 
 EPS = 0.05
 BUDGET = 20  # gradient evaluations for every iterative attack (HMCAM: S = 2 transitions of T = 10)
@@ -49,6 +47,9 @@ COLUMNS = (
     "mean_linf",
     "seconds",
 )
+#: The table of the HMCAM sequence, and the figures: success per attack, HMCAM's examples, one refreshed chain.
+SEQUENCE_TABLE = "sequence.csv"
+SUCCESS_FIGURE, GRID_FIGURE, CHAIN_FIGURE = "success.png", "grid.png", "chain.png"
 SEQUENCE_COLUMNS = (
     "chain",
     "momentum_refresh",
@@ -178,8 +179,8 @@ def run_demo(
         role: _train(architecture, out / role, epochs, seed, options)
         for role, architecture in (("source", SOURCE), ("target", TARGET))
     }
-    source, _ = load_checkpoint(out / "source" / "last.safetensors")
-    target, _ = load_checkpoint(out / "target" / "last.safetensors")
+    source, _ = load_checkpoint(out / "source" / LAST_FILE)
+    target, _ = load_checkpoint(out / "target" / LAST_FILE)
     test = load_dataset("fashion-mnist", split="test", root=data_root, limit=examples)
     assert isinstance(test, ImageDataset)  # Fashion-MNIST is held in memory
     images, labels = test.images, test.labels
@@ -200,9 +201,9 @@ def run_demo(
         chain_runs[name] = run = run_attack(source, settings, images[subset], labels[subset], progress=progress)
         sequence.append(_sequence_row(name, refresh, run, target, labels[subset], chain_correct))
     names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
-    _figures(out, source, images, clean_prediction, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
+    folder = RunFolder(out, "demo", started=started, device=str(images.device))
+    _figures(folder, source, images, clean_prediction, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
     config = {
-        "kind": "demo",
         "dataset": "fashion-mnist",
         "source": SOURCE,
         "target": TARGET,
@@ -213,14 +214,12 @@ def run_demo(
         "seed": seed,
         "sequence": {"chains": CHAINS, "samples": SAMPLES, "steps": CHAIN_STEPS, "images": CHAIN_IMAGES},
     }
-    atomic_write_json(out / "config.json", config)
-    write_csv(out / "results.csv", rows, COLUMNS)
-    write_csv(out / "sequence.csv", sequence, SEQUENCE_COLUMNS)
+    folder.write_config(config)
+    folder.write_table(rows, COLUMNS)
+    folder.write_table(sequence, SEQUENCE_COLUMNS, SEQUENCE_TABLE)
     accuracy = {role: float(flags.float().mean()) for role, flags in correct.items()}
     findings = _findings(rows, sequence)
-    record = run_record("demo", started, str(images.device))
-    results = {"attacks": rows, "sequence": sequence, "clean_accuracy": accuracy, "training": trained, "run": record}
-    atomic_write_json(out / "results.json", json.loads(json.dumps(results, default=str)))
+    folder.write_results({"attacks": rows, "sequence": sequence, "clean_accuracy": accuracy, "training": trained})
     report = [
         "# hmcam demo: white-box, black-box and the HMCAM sequence on Fashion-MNIST",
         "",
@@ -235,9 +234,9 @@ def run_demo(
         "## Five attacks, white-box and black-box",
         "",
         markdown_table(rows, COLUMNS),
-        "![white-box and black-box success](success.png)",
+        f"![white-box and black-box success]({SUCCESS_FIGURE})",
         "",
-        "![HMCAM examples](grid.png)",
+        f"![HMCAM examples]({GRID_FIGURE})",
         "",
         "## The HMCAM sequence as a Markov chain",
         "",
@@ -247,18 +246,17 @@ def run_demo(
         "image's loss trace, median over images: R-hat near 1 means the chains agree.",
         "",
         markdown_table(sequence, SEQUENCE_COLUMNS),
-        "![a chain with momentum refresh](chain.png)",
+        f"![a chain with momentum refresh]({CHAIN_FIGURE})",
         "",
-        "Machine-readable: `results.json`, `results.csv` (attacks), `sequence.csv` (chains).",
+        f"Machine-readable: `{RESULTS_FILE}`, `{TABLE_FILE}` (attacks), `{SEQUENCE_TABLE}` (chains).",
         "",
     ]
-    atomic_write(out / "report.md", "\n".join(report).encode())
-    page = write_run_page(out)
+    page = folder.write_report("\n".join(report))
     return {"out": str(out), "records": rows, "sequence": sequence, "findings": findings, "page": str(page)}
 
 
 def _figures(
-    out: Path,
+    folder: RunFolder,
     source: nn.Module,
     images: Tensor,
     clean_prediction: Tensor,
@@ -268,7 +266,7 @@ def _figures(
     names: list[str],
 ) -> None:
     save_bar_chart(
-        out / "success.png",
+        folder.file(SUCCESS_FIGURE),
         [row["attack"] for row in rows],
         {
             f"white-box ({SOURCE})": [row["white_box_success"] for row in rows],
@@ -280,7 +278,7 @@ def _figures(
     adversarial_prediction = predict(source, hmcam.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
     save_adversarial_grid(
-        out / "grid.png",
+        folder.file(GRID_FIGURE),
         images[shown],
         hmcam.adversarial[shown],
         clean_prediction[shown],
@@ -291,7 +289,7 @@ def _figures(
     assert chain.samples is not None
     first_chain = chain.samples[:, 0, :4]  # [S, C, B, ...]: the first chain of the first four images
     save_chain_grid(
-        out / "chain.png",
+        folder.file(CHAIN_FIGURE),
         images[:4],
         first_chain,
         predict(source, first_chain, sample_dims=1),
@@ -307,6 +305,6 @@ def main_summary(result: dict[str, Any]) -> str:
         f"{markdown_table(result['records'], COLUMNS)}\n{markdown_table(result['sequence'], SEQUENCE_COLUMNS)}\n"
         + "\n".join(result["findings"])
         + f"\n\nreport page: {result['page']}\n"
-        f"report:      {out / 'report.md'}\n"
-        f"results:     {out / 'results.json'}, {out / 'results.csv'}, {out / 'sequence.csv'}\n"
+        f"report:      {out / REPORT_FILE}\n"
+        f"results:     {out / RESULTS_FILE}, {out / TABLE_FILE}, {out / SEQUENCE_TABLE}\n"
     )

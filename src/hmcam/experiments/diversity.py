@@ -1,19 +1,9 @@
 """Fig. 1: many adversarial examples of one image from HMCAM, from PGD's restarts and from MI-FGSM's iterates.
 
-For each of a few correctly classified test images, K samples per generator:
-
-- HMCAM as the paper runs it: C chains of S transitions (K = C S), no random element but the
-  acceptance draws;
-- HMCAM with momentum refresh (beyond the paper): the same, with a random initial momentum at
-  every transition;
-- PGD with K random restarts (K independent runs of N steps);
-- MI-FGSM's iterates: one run of K steps, every iterate kept ("the final K iterations").
-
-Per generator it reports the diversity of the K samples (distinct predicted labels, their entropy,
-the mean pairwise L2 distance, the fraction of distinct samples), their white-box success on the
-source and black-box success on the other natural models, and for HMCAM the MCMC diagnostics (ESS,
-R-hat, acceptance: :mod:`hmcam.evaluation.sampling`). A t-SNE map of the first image's samples is
-the figure.
+K samples of each of a few correctly classified test images per generator (HMCAM with and without
+momentum refresh, PGD's restarts, MI-FGSM's iterates): their diversity, white- and black-box
+success, HMCAM's MCMC diagnostics and a t-SNE map. The generators and the measures:
+docs/experiments.md, "Diversity of adversarial examples (Fig. 1)".
 """
 
 from __future__ import annotations
@@ -37,8 +27,10 @@ from hmcam.evaluation.sampling import (
     label_entropy,
     mean_pairwise_distance,
 )
-from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, write_outputs
+from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, finish_experiment
 from hmcam.experiments.verdicts import verdict
+from hmcam.reporting.figures import save_embedding
+from hmcam.reporting.tables import markdown_table
 
 #: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator). S >= 8 gives
 #: split chains of 4 draws at least; shorter ones leave ESS at its upper bound, C S log10(C S).
@@ -46,6 +38,8 @@ SIZES = {"smoke": (3, 2, 4), "small": (20, 5, 10), "paper": (20, 50, 10)}
 #: The random initial momentum of the refreshed chains, in units of the mean |gradient|.
 REFRESH = 1.0
 GENERATORS = ("HMCAM", "HMCAM + refresh", "PGD restarts", "MI-FGSM iterates")
+#: The t-SNE map.
+FIGURE = "diversity.png"
 
 
 class _Iterates(StepRule):
@@ -99,6 +93,7 @@ def generate(
 
 def _embedding(points: Tensor) -> Tensor:
     """A 2-D t-SNE embedding of ``points`` ([P, D]) with scikit-learn, seeded."""
+    # Deferred: scikit-learn's manifold module is a heavy import that only this figure needs.
     from sklearn.manifold import TSNE
 
     perplexity = max(2.0, min(30.0, (points.shape[0] - 1) / 3))
@@ -108,10 +103,7 @@ def _embedding(points: Tensor) -> Tensor:
 
 def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 1 at ``scale`` into ``out``: diversity, strength and diagnostics per generator, t-SNE, report."""
-    from hmcam.reporting.figures import save_embedding
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     count, chains, transitions = SIZES.get(scale.name, SIZES["small"])
     source = setup.sources[0]
@@ -142,7 +134,7 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         rows.append({key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()})
     first = torch.cat([images[:1].flatten(1).cpu()] + [samples[name][:, 0].flatten(1).cpu() for name in GENERATORS])
     groups = ["clean"] + [name for name in GENERATORS for _ in range(samples[name].shape[0])]
-    save_embedding(out / "diversity.png", _embedding(first), groups, f"t-SNE of one image's samples ({source})")
+    save_embedding(folder.file(FIGURE), _embedding(first), groups, f"t-SNE of one image's samples ({source})")
     by_name = {row["generator"]: row for row in rows}
 
     def more(a: str, b: str, key: str) -> bool:
@@ -203,10 +195,9 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "",
             markdown_table(rows, columns),
             claim_table(claims),
-            "![diversity](diversity.png)",
+            f"![diversity]({FIGURE})",
             "",
         ]
     )
     results = {"source": source, "rows": rows, "claims": claims}
-    write_outputs(options, "diversity", scale, results, {"diversity": (rows, columns)}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "diversity", scale, results, (rows, columns), report)

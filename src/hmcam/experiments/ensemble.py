@@ -17,18 +17,21 @@ from torch import Tensor
 from hmcam.evaluation import predict
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
+    INTERVALS_TABLE,
     TABLE_ATTACKS,
     AttackScale,
     RunOptions,
     adversarial_examples,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import paired_bootstrap, verdict
 from hmcam.models import Ensemble
+from hmcam.reporting.figures import save_bar_chart
+from hmcam.reporting.tables import markdown_table
 
 #: Table 3 of the paper (CIFAR-10, eps 2/255): per held-out model and attack, (ensemble, hold-out) success in %.
 PAPER_TABLE_3 = {
@@ -38,13 +41,13 @@ PAPER_TABLE_3 = {
     "aifgsm": ((92.62, 83.12), (96.06, 56.54), (92.94, 82.29), (93.47, 84.46), (93.04, 28.31)),
     "hmcam": ((92.81, 83.76), (96.29, 57.43), (92.99, 83.07), (93.88, 85.38), (94.18, 30.11)),
 }
+#: The bar chart of the success on the ensembles and hold-outs.
+FIGURE = "ensemble.png"
 
 
 def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 3 at ``scale`` into ``out``: success on each ensemble and its hold-out, intervals, report."""
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     hits: dict[tuple[str, str], Tensor] = {}
     ensemble_correct: dict[str, Tensor] = {}
@@ -64,7 +67,7 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                 per_seed.append(torch.stack(fooled))
             return {"hits": torch.stack(per_seed).cpu()}
 
-        hits[(held, attack)] = cached(out / "cache" / f"without-{held}-{attack}.safetensors", compute)["hits"].bool()
+        hits[(held, attack)] = folder.cached(cache_file(f"without-{held}-{attack}"), compute)["hits"].bool()
 
     def rate(held: str, attack: str, which: int) -> float:
         eligible = ensemble_correct[held] if which == 0 else setup.correct[held]
@@ -117,8 +120,6 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                 "verdict": verdict(found),
             }
         )
-    from hmcam.reporting.figures import save_bar_chart
-
     natural = [held for held in setup.targets if held not in setup.adversarial]
     series = {
         "on the ensemble": [statistics.fmean(rate(h, a, 0) for h in setup.targets) for a in TABLE_ATTACKS],
@@ -128,9 +129,8 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         series["adversarially trained hold-out"] = [
             statistics.fmean(rate(h, a, 1) for h in setup.adversarial) for a in TABLE_ATTACKS
         ]
-    out.mkdir(parents=True, exist_ok=True)
     save_bar_chart(
-        out / "ensemble.png",
+        folder.file(FIGURE),
         [ATTACK_LABELS[a] for a in TABLE_ATTACKS],
         series,
         "success rate (%)",
@@ -145,20 +145,13 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "others. Success (%) among the images the attacked model classifies correctly.",
             "",
             markdown_table(rows, list(rows[0])),
-            "![success on the ensemble and on the held-out models](ensemble.png)",
+            f"![success on the ensemble and on the held-out models]({FIGURE})",
             "",
             claim_table(claims),
-            "HMCAM minus PGD and M-PGD on each hold-out, 95% paired bootstrap interval: `intervals.csv`.",
+            f"HMCAM minus PGD and M-PGD on each hold-out, 95% paired bootstrap interval: `{INTERVALS_TABLE}`.",
             "",
         ]
     )
     results = {"rows": rows, "claims": claims, "intervals": intervals}
-    write_outputs(
-        options,
-        "ensemble",
-        scale,
-        results,
-        {"ensemble": (rows, list(rows[0])), "intervals": (intervals, list(intervals[0]))},
-        report,
-    )
-    return {"out": str(out), **results, "report": report}
+    folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
+    return finish_experiment(folder, options, "ensemble", scale, results, (rows, list(rows[0])), report)

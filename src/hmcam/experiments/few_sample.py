@@ -19,18 +19,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
+from hmcam.core.batching import fetch
+from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.setup import (
     AttackScale,
     RunOptions,
     adversarial_examples,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import verdict
+from hmcam.reporting.figures import save_curve_panels
+from hmcam.reporting.tables import markdown_table
 
 #: The images d whose adversarial examples are mixed in (the paper: 50).
 IMAGES = 50
@@ -42,6 +46,8 @@ SIZES = {
 }
 GENERATORS = ("fgsm", "ifgsm", "pgd", "hmcam")
 LABELS = {"fgsm": "FGSM", "ifgsm": "BIM", "pgd": "PGD", "hmcam": "HMCAM", "clean": "clean only"}
+#: The success curves.
+FIGURE = "few_sample.png"
 
 
 def fine_tune(
@@ -78,12 +84,7 @@ def adversarial_set(
 
 def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 4 at ``scale`` into ``out``: M-PGD success on each retrained model against S, curves and report."""
-    from hmcam.core.batching import fetch
-    from hmcam.data import load_dataset
-    from hmcam.reporting.figures import save_curve_panels
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     sweep, clean_count, epochs = SIZES.get(scale.name, SIZES["small"])
     largest = IMAGES * max(sweep)
@@ -118,7 +119,7 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                 rates.append(attacked(tuned, seed))
             return {"success": torch.tensor(rates)}
 
-        found = cached(out / "cache" / f"{generator}-{samples}.safetensors", compute)["success"]
+        found = folder.cached(cache_file(f"{generator}-{samples}"), compute)["success"]
         success[(generator, samples)] = 100 * float(found.mean())
     rows = [
         {"generator": LABELS[generator], "S": samples, "mpgd_success": round(success[(generator, samples)], 2)}
@@ -131,7 +132,7 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         }
     }
     save_curve_panels(
-        out / "few_sample.png",
+        folder.file(FIGURE),
         list(sweep),
         panels,
         xlabel="samples S (HMCAM: per image of d = 50; others: d S images)",
@@ -166,10 +167,9 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "",
             markdown_table(rows, ["generator", "S", "mpgd_success"]),
             claim_table(claims),
-            "![few samples](few_sample.png)",
+            f"![few samples]({FIGURE})",
             "",
         ]
     )
     results = {"rows": rows, "claims": claims}
-    write_outputs(options, "few-sample", scale, results, {"few_sample": (rows, list(rows[0]))}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "few-sample", scale, results, (rows, list(rows[0])), report)

@@ -21,16 +21,20 @@ from hmcam.experiments.setup import (
     Bench,
     RunOptions,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     hits_on_targets,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import verdict
+from hmcam.reporting.figures import save_curve_panels
+from hmcam.reporting.tables import markdown_table
 
 #: The largest N of the curve per scale (the paper: 10).
 MAX_STEPS = {"smoke": 3, "small": 10, "paper": 10}
+#: The success curves.
+FIGURE = "iterations.png"
 
 
 def _rates(setup: Bench, hits: Tensor) -> Tensor:
@@ -40,10 +44,7 @@ def _rates(setup: Bench, hits: Tensor) -> Tensor:
 
 def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 2 at ``scale`` into ``out``: success per N, white- and black-box, the curves and the report."""
-    from hmcam.reporting.figures import save_curve_panels
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     largest = MAX_STEPS.get(scale.name, 10)
     steps = list(range(1, largest + 1))
@@ -63,7 +64,7 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             )
             return {"hits": found}
 
-        hits = cached(out / "cache" / f"{source}-{attack}-{n}.safetensors", compute)["hits"].bool()
+        hits = folder.cached(cache_file(f"{source}-{attack}-{n}"), compute)["hits"].bool()
         rates[(source, attack, n)] = _rates(setup, hits)
 
     def mean(attack: str, n: int, kind: str) -> float:
@@ -94,7 +95,7 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         for attack in ("mpgd", "hmcam")
     }
     save_curve_panels(
-        out / "iterations.png",
+        folder.file(FIGURE),
         steps,
         panels,
         xlabel="iterations N",
@@ -136,10 +137,9 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "",
             markdown_table(rows, ["attack", "N", "white_box", "black_box"]),
             claim_table(claims),
-            "![iterations](iterations.png)",
+            f"![iterations]({FIGURE})",
             "",
         ]
     )
     results = {"steps": steps, "rows": rows, "claims": claims, "long_pgd_black_box": long_pgd}
-    write_outputs(options, "iterations", scale, results, {"iterations": (rows, list(rows[0]))}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "iterations", scale, results, (rows, list(rows[0])), report)

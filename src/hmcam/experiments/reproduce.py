@@ -21,12 +21,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hmcam.core.storage import atomic_write_json
 from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.at_efficiency import Scale as TrainingScale
 from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions, start_run_folder
+from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions
+from hmcam.reporting.page import write_report
+from hmcam.reporting.run_folder import PAGE_FILE, REPORT_FILE, RESULTS_FILE, RunFolder
 
 #: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
 ORDER = (
@@ -42,7 +43,10 @@ ORDER = (
 )
 #: What the training comparison reproduces (the attack experiments say it in their registry).
 AT_EFFICIENCY = "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost"
-PROGRESS_FILE = "progress.json"
+#: The finished experiments, and the log of starts and ends, in the reproduction's folder.
+PROGRESS_FILE, LOG_FILE = "progress.json", "reproduce.log"
+#: The columns of the reproduction's ``results.csv``: every experiment's claims.
+CLAIM_COLUMNS = ("experiment", "claim", "paper", "ours", "verdict")
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,8 @@ REPRODUCE_SCALES: dict[str, ReproduceScale] = {
 
 
 def configuration(scale: ReproduceScale) -> dict[str, Any]:
-    """What ``config.json`` records: the scale, the experiments in order and both scales' settings."""
+    """What ``config.json`` records beside its kind: the scale, the experiments in order, both scales' settings."""
     return {
-        "kind": "reproduction",
         "scale": scale.name,
         "description": scale.description,
         "experiments": list(ORDER),
@@ -93,14 +96,25 @@ def configuration(scale: ReproduceScale) -> dict[str, Any]:
     }
 
 
-def _log(out: Path, line: str) -> None:
-    with open(out / "reproduce.log", "a", encoding="utf-8") as log:
+def _log(folder: RunFolder, line: str) -> None:
+    with open(folder.file(LOG_FILE), "a", encoding="utf-8") as log:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
-def _run_one(name: str, scale: ReproduceScale, out: Path, options: RunOptions) -> None:
+def _finished(folder: RunFolder) -> dict[str, Any]:
+    """The experiments ``progress.json`` records as finished (none without one); a ValueError names a damaged one."""
+    progress_file = folder.file(PROGRESS_FILE)
+    if not progress_file.exists():
+        return {}
+    try:
+        finished: dict[str, Any] = json.loads(progress_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{progress_file} is not valid JSON ({error}); remove it to redo every experiment") from None
+    return finished
+
+
+def _run_one(name: str, scale: ReproduceScale, folder: Path, options: RunOptions) -> None:
     # Each experiment writes its own folder; what the report needs is read back from there.
-    folder = out / name
     if name == "at-efficiency":
         run_efficiency(scale.training, folder, device=options.device, data_root=options.data_root, progress=False)
     else:
@@ -123,25 +137,14 @@ def run_reproduce(
     ``callback(name)`` is called after each experiment finishes. Returns ``{"out", "report",
     "experiments"}``, the last with each experiment's folder, wall seconds and claims.
     """
-    from hmcam.reporting.page import write_report, write_run_page
-    from hmcam.reporting.provenance import run_record
-    from hmcam.reporting.tables import write_csv
-
     started = time.time()
-    out = Path(out)
-    start_run_folder(out, configuration(scale), "a reproduction of another scale or version")
-    progress_file = out / PROGRESS_FILE
-    finished: dict[str, Any] = {}
-    if progress_file.exists():
-        try:
-            finished = json.loads(progress_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{progress_file} is not valid JSON ({error}); remove it to redo every experiment"
-            ) from None
-    models = Path(models_dir) if models_dir is not None else out / "models"
-    options = RunOptions(out, device, data_root, models, progress=False)
-    pending = [name for name in ORDER if name not in finished or not (out / name / "report.md").exists()]
+    top = RunFolder(out, "reproduction", started=started, device=device)
+    top.start(configuration(scale), "a reproduction of another scale or version")
+    finished = _finished(top)
+    models = Path(models_dir) if models_dir is not None else top.path / "models"
+    options = RunOptions(top.path, device, data_root, models, progress=False)
+    folders = {name: RunFolder(top.path / name, "experiment") for name in ORDER}
+    pending = [name for name in ORDER if name not in finished or not folders[name].file(REPORT_FILE).exists()]
     bar = tqdm(
         total=len(ORDER),
         initial=len(ORDER) - len(pending),
@@ -152,40 +155,33 @@ def run_reproduce(
     with bar:
         for name in pending:
             bar.set_postfix_str(name)
-            _log(out, f"start {name}")
+            _log(top, f"start {name}")
             begun = time.time()
-            _run_one(name, scale, out, options)
+            _run_one(name, scale, folders[name].path, options)
             seconds = time.time() - begun
             finished[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            atomic_write_json(progress_file, finished)
-            _log(out, f"done {name} in {seconds:.0f} s")
+            top.write_json(PROGRESS_FILE, finished)
+            _log(top, f"done {name} in {seconds:.0f} s")
             bar.update(1)
             if callback is not None:
                 callback(name)
-    folders = [out / name for name in ORDER]
-    for folder in folders:
-        write_run_page(folder)
+    for folder in folders.values():
+        folder.write_page()
     experiments = []
     claims = []
-    for name, folder in zip(ORDER, folders, strict=True):
-        results = json.loads((folder / "results.json").read_text())
+    for name, folder in folders.items():
+        results = json.loads(folder.file(RESULTS_FILE).read_text())
         reproduces = AT_EFFICIENCY if name == "at-efficiency" else ATTACK_EXPERIMENTS[name].reproduces
         experiments.append(
             {"experiment": name, "reproduces": reproduces, "folder": name, "seconds": finished[name]["seconds"]}
         )
         claims += [{"experiment": name, **claim} for claim in results.get("claims", [])]
     total = sum(entry["seconds"] for entry in experiments)
-    write_csv(out / "results.csv", claims, ["experiment", "claim", "paper", "ours", "verdict"])
-    atomic_write_json(
-        out / "results.json",
-        {
-            "scale": scale.name,
-            "experiments": experiments,
-            "experiment_seconds": round(total, 1),
-            "claims": claims,
-            "run": run_record("reproduction", started, device),
-        },
+    top.write_table(claims, CLAIM_COLUMNS)
+    top.write_results(
+        {"scale": scale.name, "experiments": experiments, "experiment_seconds": round(total, 1), "claims": claims}
     )
-    report = write_report(folders, out / "report.html", title=f"hmcam reproduce --scale {scale.name}")
-    _log(out, f"report {report['html']}")
-    return {"out": str(out), "report": report["html"], "experiments": experiments, "claims": claims}
+    title = f"hmcam reproduce --scale {scale.name}"
+    report = write_report([folder.path for folder in folders.values()], top.file(PAGE_FILE), title=title)
+    _log(top, f"report {report['html']}")
+    return {"out": str(top.path), "report": report["html"], "experiments": experiments, "claims": claims}

@@ -1,34 +1,44 @@
-"""What the attack experiments share: the scale, the attacks at one gradient budget, the images, cached results.
+"""What the attack experiments share: the scale, the attacks at one gradient budget, the images, the run folder.
 
 An :class:`AttackScale` fixes the dataset, the zoo of models (:mod:`hmcam.experiments.zoo`), the
 L-inf radius, the gradient budget N every iterative attack gets (HMCAM: S transitions of T = N / S
-steps, as the paper's T = 50, S = 2 for N = 100), the attacked test images and the seeds. Attack
-outcomes are cached in the run folder (:func:`cached`), so a killed experiment continues where it
-stopped, and each experiment ends with :func:`write_outputs`: ``config.json``, ``results.json``,
-``results.csv`` and the other tables, ``report.md`` and ``report.html``.
+steps, as the paper's T = 50, S = 2 for N = 100), the attacked test images and the seeds. Each
+experiment writes its folder through a :class:`~hmcam.reporting.run_folder.RunFolder`
+(:meth:`RunOptions.run_folder`): attack outcomes are cached there (:func:`cache_file`), so a killed
+experiment continues where it stopped, and :func:`finish_experiment` writes the standard files last.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from hmcam.core.storage import atomic_write, atomic_write_json, load_tensors, save_tensors
+from hmcam.core.batching import fetch
+from hmcam.core.distributed import resolve_device
+from hmcam.data import load_dataset
+from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackSettings
+from hmcam.experiments.zoo import ZOOS, trained_zoo
+from hmcam.reporting.run_folder import RunFolder
+from hmcam.reporting.tables import markdown_table
 
 #: The attacks of Table 2, in its row order.
 TABLE_ATTACKS = ("fgsm", "pgd", "mpgd", "aifgsm", "hmcam")
 #: How the tables name them.
 ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "mpgd": "M-PGD", "aifgsm": "AI-FGSM", "hmcam": "HMCAM"}
+#: The folder of a run folder that holds the cached attack outcomes.
+CACHE_FOLDER = "cache"
+#: The table of HMCAM's paired bootstrap intervals against each baseline (transfer, ensemble).
+INTERVALS_TABLE = "intervals.csv"
+#: A table: its rows and its columns, in order.
+Table: TypeAlias = tuple[Sequence[dict[str, Any]], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,6 @@ ATTACK_SCALES: dict[str, AttackScale] = {
 
 def attack_images(scale: AttackScale, data_root: str | None, device: torch.device) -> tuple[Tensor, Tensor]:
     """The first ``scale.images`` test images and labels of the scale's dataset, on ``device``."""
-    from hmcam.core.batching import fetch
-    from hmcam.data import load_dataset
-
     test = load_dataset(scale.dataset, "test", root=data_root, limit=scale.images)
     images, labels = fetch(test, range(len(test.labels)))
     return images.to(device), labels.to(device)
@@ -127,13 +134,13 @@ class RunOptions:
         """The folder of the trained zoo."""
         return self.models_dir if self.models_dir is not None else self.out / "models"
 
+    def run_folder(self) -> RunFolder:
+        """The experiment's run folder ``out``, of kind ``experiment``, with this invocation's start and device."""
+        return RunFolder(self.out, "experiment", started=self.started, device=self.device)
+
 
 def bench(scale: AttackScale, options: RunOptions) -> Bench:
     """Train (or reload) the scale's zoo into ``options.models`` and load the attacked images."""
-    from hmcam.core.distributed import resolve_device
-    from hmcam.evaluation import predict
-    from hmcam.experiments.zoo import ZOOS, trained_zoo
-
     models = trained_zoo(
         scale.zoo, options.models, device=options.device, data_root=options.data_root, progress=options.progress
     )
@@ -163,8 +170,6 @@ def hits_on_targets(
 
     Returns ``[len(settings), len(targets), images]`` booleans (prediction differs from the label).
     """
-    from hmcam.evaluation import predict
-
     per_seed = []
     for setting in settings:
         crafted = adversarial_examples(models[source], setting, images, labels, batch_size)
@@ -172,15 +177,9 @@ def hits_on_targets(
     return torch.stack(per_seed).cpu()
 
 
-def cached(path: Path, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The tensors saved at ``path``, or ``compute()``'s, saved there first (safetensors, written atomically)."""
-    if path.exists():
-        tensors, _ = load_tensors(path)
-        return tensors
-    tensors = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, tensors, {"cached": path.stem})
-    return tensors
+def cache_file(stem: str) -> str:
+    """The name, inside the run folder, of the cached attack outcomes ``stem`` (for :meth:`RunFolder.cached`)."""
+    return f"{CACHE_FOLDER}/{stem}.safetensors"
 
 
 def jobs(items: Sequence[Any], description: str, progress: bool) -> Any:
@@ -188,80 +187,39 @@ def jobs(items: Sequence[Any], description: str, progress: bool) -> Any:
     return tqdm(items, desc=description, unit="job", disable=not progress)
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    return value
-
-
-def write_outputs(
+def finish_experiment(
+    folder: RunFolder,
     options: RunOptions,
     experiment: str,
-    scale: AttackScale | Any,
+    scale: AttackScale,
     results: dict[str, Any],
-    tables: dict[str, tuple[Sequence[dict[str, Any]], Sequence[str]]],
+    table: Table,
     report: str,
-) -> None:
-    """The run folder's files: ``config.json``, ``results.json``, the tables as CSV, ``report.md``, ``report.html``.
+) -> dict[str, Any]:
+    """Write the experiment's standard files through ``folder``; returns what an experiment's ``run`` returns.
 
-    The first table is the experiment's main one and is written as ``results.csv``, the others
-    under their own names; ``results.json`` gets the scale and the ``run`` record (versions,
-    machine, wall time). The reports are written last, so their presence marks a finished run.
+    ``config.json`` (the experiment, its scale, device, data and model folders), ``results.json``
+    (the experiment and scale with ``results`` and the ``run`` record), ``table`` as ``results.csv``,
+    then ``report.md`` and ``report.html``, last, so their presence marks a finished run. Further
+    tables and figures are written by the experiment before it calls this.
     """
-    from hmcam.reporting.page import write_run_page
-    from hmcam.reporting.provenance import run_record
-    from hmcam.reporting.tables import write_csv
-
-    out = options.out
-    out.mkdir(parents=True, exist_ok=True)
-    settings = asdict(scale) if hasattr(scale, "__dataclass_fields__") else scale
-    config = {
-        "kind": "experiment",
-        "experiment": experiment,
-        "scale": settings,
-        "device": options.device,
-        "data_root": options.data_root,
-        "models": str(options.models),
-    }
-    atomic_write_json(out / "config.json", _json_ready(config))
-    run = run_record("experiment", options.started, options.device)
-    atomic_write_json(
-        out / "results.json", _json_ready({"experiment": experiment, "scale": settings, **results, "run": run})
+    settings = asdict(scale)
+    folder.write_config(
+        {
+            "experiment": experiment,
+            "scale": settings,
+            "device": options.device,
+            "data_root": options.data_root,
+            "models": str(options.models),
+        }
     )
-    for index, (name, (rows, columns)) in enumerate(tables.items()):
-        write_csv(out / ("results.csv" if index == 0 else f"{name}.csv"), rows, columns)
-    atomic_write(out / "report.md", report.encode())
-    write_run_page(out)
-
-
-def start_run_folder(out: Path, config: dict[str, Any], mismatch: str) -> None:
-    """Make ``out`` a run folder of ``config``: refuse a file, or a ``config.json`` saved by other settings.
-
-    A rerun with the same settings finds its own ``config.json`` and continues; ``mismatch`` names
-    what another one holds in the error (``"a run of another plan"``), so results of two
-    configurations are never mixed. ``config.json`` is written (again) once the folder is accepted.
-    """
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a folder")
-    expected = json.loads(json.dumps(config))
-    saved_file = out / "config.json"
-    if saved_file.exists():
-        try:
-            saved = json.loads(saved_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{saved_file} is not valid JSON ({error}); remove it or choose another --out") from None
-        if saved != expected:
-            raise ValueError(f"{out} holds {mismatch} ({saved_file}); choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved_file, expected)
+    folder.write_results({"experiment": experiment, "scale": settings, **results})
+    rows, columns = table
+    folder.write_table(rows, columns)
+    folder.write_report(report)
+    return {"out": str(folder.path), **results, "report": report}
 
 
 def claim_table(claims: Sequence[dict[str, str]]) -> str:
     """The Markdown table of claims: the paper's statement and number, ours, and the verdict."""
-    from hmcam.reporting.tables import markdown_table
-
     return markdown_table(claims, ["claim", "paper", "ours", "verdict"])

@@ -27,16 +27,20 @@ from hmcam.experiments.setup import (
     AttackScale,
     RunOptions,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     hits_on_targets,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import verdict
+from hmcam.reporting.figures import save_curve_panels
+from hmcam.reporting.tables import markdown_table
 
 #: alpha in units of eps (Section 5.4.2).
 ALPHA_FACTORS = (0.001, 0.01, 0.03, 0.1)
+#: The success curves.
+FIGURE = "step_size.png"
 
 
 class _CountCapped(StepRule):
@@ -81,10 +85,7 @@ def capped_fractions(
 
 def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 3 at ``scale`` into ``out``: success against alpha, the capped fractions, curves and report."""
-    from hmcam.reporting.figures import save_curve_panels
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
 
     def settings(attack: str, factor: float, seed: int) -> Any:
@@ -108,7 +109,7 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             )
             return {"hits": found}
 
-        hits = cached(out / "cache" / f"{source}-{attack}-{factor:g}.safetensors", compute)["hits"].bool()
+        hits = folder.cached(cache_file(f"{source}-{attack}-{factor:g}"), compute)["hits"].bool()
         rates[(source, attack, factor)] = torch.stack(
             [hits[:, j, setup.correct[t]].float().mean() for j, t in enumerate(setup.targets)]
         )
@@ -149,7 +150,7 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         for attack in ("mpgd", "hmcam")
     }
     save_curve_panels(
-        out / "step_size.png",
+        folder.file(FIGURE),
         list(ALPHA_FACTORS),
         panels,
         xlabel="alpha / eps",
@@ -195,10 +196,9 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "",
             markdown_table(rows, list(rows[0])),
             claim_table(claims),
-            "![step size](step_size.png)",
+            f"![step size]({FIGURE})",
             "",
         ]
     )
     results = {"rows": rows, "claims": claims, "capped_per_step": {str(f): capped[f] for f in ALPHA_FACTORS}}
-    write_outputs(options, "step-size", scale, results, {"step_size": (rows, list(rows[0]))}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "step-size", scale, results, (rows, list(rows[0])), report)

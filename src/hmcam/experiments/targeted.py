@@ -22,12 +22,14 @@ from hmcam.experiments.setup import (
     RunOptions,
     adversarial_examples,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import paired_bootstrap, verdict
+from hmcam.reporting.figures import save_bar_chart
+from hmcam.reporting.tables import markdown_table
 
 #: The targeted radius per scale: twice the adversarially trained model's eps (the paper: 16/255 against 4/255).
 TARGETED_EPS = {"smoke": 0.2, "small": 0.2, "paper": 16 / 255}
@@ -35,6 +37,8 @@ TARGETED_EPS = {"smoke": 0.2, "small": 0.2, "paper": 16 / 255}
 STEP_COUNTS = {"smoke": (2, 4), "small": (10, 100), "paper": (10, 100)}
 ATTACKS = ("pgd", "mpgd", "daa", "hmcam")
 LABELS = {"pgd": "PGD", "mpgd": "M-PGD", "daa": "DAA", "hmcam": "HMCAM"}
+#: The bar chart of the success with few and many steps.
+FIGURE = "targeted.png"
 #: Table 8 (ImageNet, eps 16/255): per attack, (10-step, 100-step) success in % on ResNet152_A, ResNet152_AD and
 #: ResNeXt101_AD.
 PAPER_TABLE_8 = {
@@ -54,9 +58,7 @@ def random_targets(labels: Tensor, classes: int, seed: int) -> Tensor:
 
 def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 8 at ``scale`` into ``out``: targeted success per attack and step count, and the report."""
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
     eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
     counts = STEP_COUNTS.get(scale.name, (10, 100))
@@ -92,7 +94,7 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                     anywhere.append(last[-1])
             return {"last": torch.stack(last).cpu(), "any": torch.stack(anywhere).cpu()}
 
-        found = cached(out / "cache" / f"{victim}-{attack}-{steps}.safetensors", compute)
+        found = folder.cached(cache_file(f"{victim}-{attack}-{steps}"), compute)
         hits[(victim, attack, steps)] = found["last"].bool()
         hits[(victim, attack, -steps)] = found["any"].bool()
 
@@ -139,12 +141,9 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                 "verdict": verdict(outcomes),
             }
         )
-    from hmcam.reporting.figures import save_bar_chart
-
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    out.mkdir(parents=True, exist_ok=True)
     save_bar_chart(
-        out / "targeted.png",
+        folder.file(FIGURE),
         [LABELS[attack] for attack in ATTACKS],
         {
             f"{steps} steps": [statistics.fmean(rate(v, attack, steps) / 100 for v in victims) for attack in ATTACKS]
@@ -162,11 +161,10 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "prediction is the target.",
             "",
             markdown_table(rows, columns),
-            "![targeted success with few and many steps](targeted.png)",
+            f"![targeted success with few and many steps]({FIGURE})",
             "",
             claim_table(claims),
         ]
     )
     results = {"eps": eps, "victims": victims, "rows": rows, "claims": claims}
-    write_outputs(options, "targeted", scale, results, {"targeted": (rows, columns)}, report)
-    return {"out": str(out), **results, "report": report}
+    return finish_experiment(folder, options, "targeted", scale, results, (rows, columns), report)

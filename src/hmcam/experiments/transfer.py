@@ -12,7 +12,6 @@ compared with each baseline on the same images by a paired bootstrap interval
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,18 +19,22 @@ from torch import Tensor
 
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
+    INTERVALS_TABLE,
     TABLE_ATTACKS,
     AttackScale,
     Bench,
     RunOptions,
     bench,
-    cached,
+    cache_file,
     claim_table,
+    finish_experiment,
     hits_on_targets,
     jobs,
-    write_outputs,
 )
 from hmcam.experiments.verdicts import paired_bootstrap, verdict
+from hmcam.reporting.figures import save_heatmaps
+from hmcam.reporting.run_folder import TABLE_FILE, RunFolder
+from hmcam.reporting.tables import markdown_table
 
 #: Table 2 of the paper (CIFAR-10, eps 2/255, N = 100): success rates in percent, per source, attack and target
 #: (ResNet32, VGG16, ResNeXt29, DenseNet121, ResNet32_A).
@@ -66,6 +69,8 @@ PAPER_TABLE_2: dict[str, dict[str, tuple[float, ...]]] = {
     },
 }
 PAPER_TARGETS = ("ResNet32", "VGG16", "ResNeXt29", "DenseNet121", "ResNet32_A")
+#: The heatmaps of the success matrices.
+FIGURE = "transfer.png"
 
 
 def paper_means() -> dict[str, dict[str, float]]:
@@ -89,8 +94,8 @@ def paper_means() -> dict[str, dict[str, float]]:
     return found
 
 
-def outcomes(scale: AttackScale, out: Path, setup: Bench, progress: bool) -> dict[str, dict[str, Tensor]]:
-    """Per source and attack, the hits ``[seeds, targets, images]`` (cached in ``out/cache``)."""
+def outcomes(scale: AttackScale, folder: RunFolder, setup: Bench, progress: bool) -> dict[str, dict[str, Tensor]]:
+    """Per source and attack, the hits ``[seeds, targets, images]`` (cached in the folder's ``cache/``)."""
     hits: dict[str, dict[str, Tensor]] = {source: {} for source in setup.sources}
     runs = [(source, attack) for source in setup.sources for attack in TABLE_ATTACKS]
     for source, attack in jobs(runs, "transfer", progress):
@@ -102,18 +107,15 @@ def outcomes(scale: AttackScale, out: Path, setup: Bench, progress: bool) -> dic
             )
             return {"hits": found}
 
-        hits[source][attack] = cached(out / "cache" / f"{source}-{attack}.safetensors", compute)["hits"].bool()
+        hits[source][attack] = folder.cached(cache_file(f"{source}-{attack}"), compute)["hits"].bool()
     return hits
 
 
 def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 2 at ``scale`` into ``out``: the success matrix, heatmaps, HMCAM's intervals and the report."""
-    from hmcam.reporting.figures import save_heatmaps
-    from hmcam.reporting.tables import markdown_table
-
-    out = options.out
+    folder = options.run_folder()
     setup = bench(scale, options)
-    hits = outcomes(scale, out, setup, options.progress)
+    hits = outcomes(scale, folder, setup, options.progress)
     sources, targets, adversarial, correct = setup.sources, setup.targets, setup.adversarial, setup.correct
     rows, matrix = [], {}
     for attack in TABLE_ATTACKS:
@@ -150,7 +152,7 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
                     }
                 )
     save_heatmaps(
-        out / "transfer.png",
+        folder.file(FIGURE),
         {ATTACK_LABELS[attack]: 100 * grid for attack, grid in matrix.items()},
         sources,
         targets,
@@ -242,23 +244,14 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "",
             markdown_table(means, list(means[0])),
             claim_table(claims),
-            "HMCAM minus each baseline on the same images, 95% paired bootstrap interval: `intervals.csv`. "
-            "Success matrices: `results.csv`.",
+            f"HMCAM minus each baseline on the same images, 95% paired bootstrap interval: `{INTERVALS_TABLE}`. "
+            f"Success matrices: `{TABLE_FILE}`.",
             "",
-            "![transfer](transfer.png)",
+            f"![transfer]({FIGURE})",
             "",
         ]
     )
     results = {"sources": sources, "targets": targets, "means": means, "claims": claims, "intervals": intervals}
-    write_outputs(
-        options,
-        "transfer",
-        scale,
-        results,
-        {
-            "transfer": (rows, ["source", "attack", "target", "white_box", "success_rate"]),
-            "intervals": (intervals, list(intervals[0])),
-        },
-        report,
-    )
-    return {"out": str(out), **results, "report": report}
+    folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
+    columns = ["source", "attack", "target", "white_box", "success_rate"]
+    return finish_experiment(folder, options, "transfer", scale, results, (rows, columns), report)

@@ -16,7 +16,11 @@ from typing import Any
 
 from torch import nn
 
+from hmcam.core.distributed import resolve_device
 from hmcam.core.validate import choose
+from hmcam.models import load_checkpoint
+from hmcam.training import TrainConfig, train
+from hmcam.training.trainer import LAST_FILE
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,9 @@ def trained_model(
     progress: bool = False,
 ) -> nn.Module:
     """``entry`` trained on ``dataset`` in ``folder / entry.label`` (or the finished run there), in eval mode."""
-    from hmcam.core.distributed import resolve_device
-    from hmcam.models import load_checkpoint
-    from hmcam.training import TrainConfig, train
-
     run = Path(folder) / entry.label
     target = resolve_device(device)
-    last = run / "last.safetensors"
+    last = run / LAST_FILE
     if last.exists():
         # A finished run is reused on any device: the device is not part of what the model is.
         model, metadata = load_checkpoint(last, device=target)
@@ -117,7 +117,7 @@ def trained_model(
         **entry.train,
     )
     summary = train(config, resume=True)
-    model, _ = load_checkpoint(summary["files"]["last.safetensors"], device=target)
+    model, _ = load_checkpoint(summary["files"][LAST_FILE], device=target)
     return model.eval()
 
 

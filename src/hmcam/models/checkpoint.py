@@ -17,7 +17,6 @@ version 1) holds::
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hmcam.core.storage import load_tensors, save_tensors
+from hmcam.core.version import __version__
 from hmcam.models.imagenet import require_torchvision
 from hmcam.models.registry import MODELS, build_model, channel_statistics, get_spec
 
@@ -39,19 +39,6 @@ SUFFIX = ".safetensors"
 
 class CheckpointError(ValueError):
     """A file is not a usable hmcam checkpoint: unreadable, unknown architecture or mismatched tensors."""
-
-
-def hmcam_version() -> str:
-    """The installed hmcam version: ``hmcam.__version__`` when defined, else the package metadata."""
-    import hmcam
-
-    version = getattr(hmcam, "__version__", None)
-    if isinstance(version, str):
-        return version
-    try:
-        return importlib.metadata.version("hmcam")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed as a package)"
 
 
 def _reference_model(build: dict[str, Any], architecture: str) -> nn.Module:
@@ -171,7 +158,7 @@ def save_checkpoint(
         "normalization": normalization,
         "training": _json_object(training, "training"),
         "metrics": _json_object(metrics, "metrics"),
-        "versions": {"hmcam": hmcam_version(), "torch": torch.__version__},
+        "versions": {"hmcam": __version__, "torch": torch.__version__},
     }
     save_tensors(path, state, metadata)
     return metadata

@@ -9,7 +9,6 @@ attacks' eps-balls live in pixel space (the paper's Eq. 5).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from hmcam.core.validate import check_int
+from hmcam.core.builder import Registry, accepted_arguments, build
+from hmcam.core.validate import check_int, choose
 from hmcam.models.densenet import densenet121
 from hmcam.models.imagenet import resnet50, resnet152
 from hmcam.models.lenet import lenet
@@ -63,8 +63,7 @@ class ModelSpec:
     @property
     def options(self) -> tuple[str, ...]:
         """Names of the architecture-specific keyword options its builder accepts (e.g. dropout)."""
-        parameters = inspect.signature(self.builder).parameters
-        return tuple(name for name in parameters if name not in BUILD_ARGUMENTS)
+        return tuple(name for name in accepted_arguments(self.builder) if name not in BUILD_ARGUMENTS)
 
 
 def _spec(
@@ -157,13 +156,17 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+#: The builders of :data:`MODELS` for :func:`hmcam.core.builder.build`; their other keywords are options.
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry(
+    "architecture", {name: spec.builder for name, spec in MODELS.items()}, supplied=BUILD_ARGUMENTS, noun="option"
+)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` registered under ``name``; ValueError naming the known ones otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"architecture name must be a string, got {type(name).__name__}")
-    if name not in MODELS:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]
+    return choose("architecture", name, MODELS)
 
 
 def channel_statistics(values: Sequence[float], what: str, channels: int) -> tuple[float, ...]:
@@ -206,11 +209,11 @@ OPTION_SCHEMAS: dict[str, Callable[[Any], Any]] = {"dropout": _dropout, "hidden"
 
 
 def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` of architecture ``name`` checked against its schema (names, types and limits)."""
-    spec = get_spec(name)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise TypeError(f"{name} has no option(s) {unknown}; its options are {list(spec.options)}")
+    """``options`` of architecture ``name`` checked against its schema (names, types and limits).
+
+    An option the architecture does not take is a TypeError naming it and the ones it takes.
+    """
+    ARCHITECTURES.check(name, options)
     return {key: OPTION_SCHEMAS[key](value) for key, value in options.items()}
 
 
@@ -237,7 +240,7 @@ def build_model(
     checked = check_options(name, options)
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std for input normalization, or neither")
-    net = spec.builder(num_classes=classes, in_channels=channels, **checked)
+    net = build(ARCHITECTURES, name, num_classes=classes, in_channels=channels, **checked)
     if mean is None or std is None:
         return net
     return Normalize(net, channel_statistics(mean, "mean", channels), channel_statistics(std, "std", channels))

@@ -1,23 +1,9 @@
 """Split a network into its first layer and the rest, for methods that work at the first layer (YOPO).
 
-YOPO (Zhang et al. 2019) needs the gradient of the loss at the first layer's output ``h = f0(x)``
-and cheap perturbation updates through ``f0`` alone. :func:`split_first_layer` finds the first layer
-of any network of the zoo without knowing its code: it runs one forward pass on a zero input and
-takes the first module with parameters of its own to be called (the stem convolution of every
-convolutional network, the first linear layer of the MLP). Everything the network does before that
-module (input normalization by :class:`~hmcam.models.Normalize`, the MLP's flattening) belongs to
-the first part.
-
-The split never changes the network: both halves are the network's own forward pass cut by forward
-hooks. :meth:`FirstLayerSplit.first` stops the forward pass when the first layer has produced its
-output; :meth:`FirstLayerSplit.rest` runs the forward pass on a zero input and replaces the first
-layer's output with the ``h`` it is given, so ``rest(first(x))`` equals ``model(x)`` for every
-architecture, and gradients reach ``h`` and every later parameter. (``rest`` still computes the
-first layer on the zero input, whose output it discards: one layer's cost, the price of not
-depending on how each network's ``forward`` is written.) Both hooks hand the network a copy of the
-layer's output, so an in-place activation after the layer (VGG's) leaves ``h`` as it was. Hooks
-registered on the network also fire when a DistributedDataParallel wrapper calls it, so
-:meth:`FirstLayerSplit.capture` records ``h`` during the ordinary training forward pass as well.
+:func:`split_first_layer` finds the first layer of any network of the zoo from one forward pass and
+cuts the network's own forward pass there with hooks, so ``rest(first(x))`` equals ``model(x)``. How
+it finds the layer, and what the split costs: docs/training.md, "Splitting a network at its first
+layer".
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import markdown
+
 from hmcam.core.storage import atomic_write
+from hmcam.core.version import __version__
+from hmcam.reporting.tables import markdown_table
 
 #: What the figures may be, by suffix, and the bytes each must start with to decode.
 IMAGE_TYPES = {
@@ -52,7 +56,7 @@ code { background: #f0f2f5; padding: 0 .2rem; }
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class FinishedRun:
     """A finished run folder as the report reads it: its configuration, results, Markdown report and files."""
 
     path: Path
@@ -100,7 +104,7 @@ def _read_json(path: Path, required: bool) -> dict[str, Any]:
     return payload
 
 
-def read_run(folder: str | os.PathLike[str]) -> RunFolder:
+def read_run(folder: str | os.PathLike[str]) -> FinishedRun:
     """Read a run folder; a ValueError names what is missing or unreadable (``report.md``, ``results.json``)."""
     path = Path(folder)
     if not path.is_dir():
@@ -108,7 +112,7 @@ def read_run(folder: str | os.PathLike[str]) -> RunFolder:
     report = path / "report.md"
     if not report.is_file():
         raise ValueError(f"{path} is not a finished hmcam run folder: it has no report.md")
-    return RunFolder(
+    return FinishedRun(
         path=path,
         config=_read_json(path / "config.json", required=False),
         results=_read_json(path / "results.json", required=True),
@@ -158,8 +162,6 @@ def _is_local(reference: str) -> bool:
 
 def _markdown_html(text: str, folder: Path) -> tuple[str, set[str]]:
     """Markdown rendered to HTML with its local figures embedded; also the names of the figures it used."""
-    import markdown
-
     rendered = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
     used: set[str] = set()
 
@@ -200,12 +202,12 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {rest:02d} s" if minutes else f"{rest} s")
 
 
-def _verdicts(run: RunFolder) -> str:
+def _verdicts(run: FinishedRun) -> str:
     counts = [f"{sum(c.get('verdict') == v for c in run.claims)} {v}" for v in VERDICT_CLASSES]
     return ", ".join(count for count in counts if not count.startswith("0 ")) or "-"
 
 
-def _environment_rows(run: RunFolder) -> list[tuple[str, Any]]:
+def _environment_rows(run: FinishedRun) -> list[tuple[str, Any]]:
     record = run.record
     environment = record.get("environment") or {}
     packages = environment.get("packages") or {}
@@ -227,7 +229,7 @@ def _environment_rows(run: RunFolder) -> list[tuple[str, Any]]:
     ]
 
 
-def _anchor(index: int, run: RunFolder) -> str:
+def _anchor(index: int, run: FinishedRun) -> str:
     return f"run-{index}-" + re.sub(r"[^a-z0-9]+", "-", run.name.lower()).strip("-")
 
 
@@ -235,13 +237,11 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def render_html(runs: Sequence[RunFolder], title: str, page_folder: Path) -> str:
+def render_html(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> str:
     """The self-contained HTML page of ``runs`` (figures embedded, no script, no network).
 
     Links to each run's CSV and JSON files are relative to ``page_folder``, where the page is written.
     """
-    from hmcam import __version__
-
     overview = _table(
         [
             (
@@ -307,10 +307,8 @@ def render_html(runs: Sequence[RunFolder], title: str, page_folder: Path) -> str
     return "\n".join(parts) + "\n"
 
 
-def render_markdown(runs: Sequence[RunFolder], title: str, page_folder: Path) -> str:
+def render_markdown(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> str:
     """The page's content as Markdown, its figure paths relative to ``page_folder``."""
-    from hmcam.reporting.tables import markdown_table
-
     lines = [f"# {title}", ""]
     lines.append(
         markdown_table(
@@ -377,10 +375,3 @@ def write_report(
         written["markdown"] = str(markdown_file)
     atomic_write(page, render_html(runs, title, page.parent).encode())
     return written
-
-
-def write_run_page(folder: str | os.PathLike[str]) -> Path:
-    """Write ``report.html`` into a finished run folder from its own files; returns its path."""
-    page = Path(folder) / "report.html"
-    write_report([folder], page)
-    return page

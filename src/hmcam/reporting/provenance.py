@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+import torch
+
 #: The packages whose versions decide the numbers a run produces.
 PACKAGES = ("hmcam", "torch", "numpy", "scikit-learn", "matplotlib", "safetensors")
 
@@ -49,8 +51,6 @@ def processor_name() -> str:
 
 def environment(device: str | None = None) -> dict[str, Any]:
     """Python, package versions and the machine: CPU model and cores, torch threads, the GPU if one is used."""
-    import torch
-
     accelerator = None
     if torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
         accelerator = torch.cuda.get_device_name()

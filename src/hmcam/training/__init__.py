@@ -12,6 +12,7 @@ together with DistributedDataParallel.
 from hmcam.training.augment import AUGMENTATIONS, Augmentation
 from hmcam.training.config import TrainConfig
 from hmcam.training.examples import ExampleState
+from hmcam.training.failures import TrainingCollapsed, TrainingCollapseWarning
 from hmcam.training.methods import (
     METHODS,
     Batch,
@@ -27,7 +28,7 @@ from hmcam.training.methods import (
 )
 from hmcam.training.schedules import SCHEDULES, Schedule
 from hmcam.training.threat import THREATS, Threat, default_threat
-from hmcam.training.trainer import Trainer, TrainingCollapsed, TrainingCollapseWarning, train
+from hmcam.training.trainer import Trainer, train
 
 __all__ = [
     "AUGMENTATIONS",

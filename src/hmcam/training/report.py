@@ -1,16 +1,26 @@
-"""What a finished training run leaves for people: ``results.json``, ``results.csv``, ``report.md``, ``report.html``.
+"""What a training run leaves for people: the history every epoch, the results and report at the end.
 
-Written by the trainer (rank 0) after the last epoch, beside the files it keeps every epoch
-(``config.json``, ``metrics.jsonl``, ``curves.png``, the checkpoints): the run summary with its
-``run`` record (versions, machine, wall time), the per-epoch metrics as a table, and a short report
-with the final and best metrics and the curves, rendered as a page by :mod:`hmcam.reporting.page`.
+Every epoch the trainer (rank 0) rewrites ``metrics.jsonl`` (one JSON line per epoch) and
+``curves.png`` from the whole history (:func:`write_history`), atomically, so a kill can neither
+truncate the file nor leave it disagreeing with the state once a resumed run has rewritten it.
+After the last epoch :func:`write_training_report` writes, through the run folder
+(:class:`hmcam.reporting.run_folder.RunFolder`), ``results.json`` (the run summary with its ``run``
+record: versions, machine, wall time), ``results.csv`` (the per-epoch metrics as a table) and
+``report.md`` and ``report.html`` (the final and best metrics and the curves).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from hmcam.reporting.run_folder import RunFolder
+from hmcam.reporting.tables import markdown_table
+from hmcam.training.curves import save_curves
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
 
 #: The columns of ``results.csv``: one row per epoch of ``metrics.jsonl``.
 EPOCH_COLUMNS = (
@@ -26,20 +36,25 @@ EPOCH_COLUMNS = (
 )
 
 
-def write_training_report(
-    folder: Path, summary: dict[str, Any], history: Sequence[dict[str, Any]], resolved: dict[str, Any], started: float
-) -> None:
-    """Write the finished run's results, table and reports into ``folder``; ``started`` is this invocation's start."""
-    from hmcam.core.storage import atomic_write, atomic_write_json
-    from hmcam.reporting.page import write_run_page
-    from hmcam.reporting.provenance import run_record
-    from hmcam.reporting.tables import markdown_table, write_csv
+def write_history(folder: RunFolder, history: Sequence[dict[str, Any]], title: str) -> None:
+    """Rewrite ``metrics.jsonl`` and (with at least one epoch) ``curves.png``, titled ``title``, from ``history``."""
+    folder.write_text(METRICS_FILE, "".join(json.dumps(record, sort_keys=True) + "\n" for record in history))
+    if history:
+        save_curves(folder.file(CURVES_FILE), history, title)
 
+
+def write_training_report(
+    folder: RunFolder, summary: dict[str, Any], history: Sequence[dict[str, Any]], resolved: dict[str, Any]
+) -> None:
+    """Write the finished run's results, per-epoch table and report into ``folder``.
+
+    ``summary`` is what :meth:`hmcam.training.Trainer.fit` returns, ``history`` the per-epoch
+    records and ``resolved`` the content of ``config.json``.
+    """
     config = resolved["config"]
     evaluation = resolved["evaluation"]
-    run = run_record("training", started, config.get("device"))
-    atomic_write_json(folder / "results.json", {**summary, "run": run})
-    write_csv(folder / "results.csv", history, EPOCH_COLUMNS)
+    folder.write_results(summary)
+    folder.write_table(history, EPOCH_COLUMNS)
     final, best = summary["final"], summary["best"] or {}
     method = resolved["method"]
     settings = ", ".join(
@@ -68,5 +83,4 @@ def write_training_report(
         "Per-epoch metrics: `results.csv` (and `metrics.jsonl`); checkpoints `last.safetensors`, `best.safetensors`.",
         "",
     ]
-    atomic_write(folder / "report.md", "\n".join(lines).encode())
-    write_run_page(folder)
+    folder.write_report("\n".join(lines))

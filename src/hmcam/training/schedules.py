@@ -1,21 +1,9 @@
 """Learning-rate schedules as pure functions of training progress, measured in epochs.
 
-A schedule maps the progress ``p`` (epochs completed, fractional inside an epoch) to a learning rate,
-so it has no state of its own: resuming a run at epoch ``e`` recomputes exactly the rates an
-uninterrupted run would have used. The trainer evaluates it at the midpoint of each optimizer step,
-``p = epoch + (k + 0.5) / steps_per_epoch``, which keeps step decays of ``multistep`` on epoch
-boundaries and keeps ``cosine`` and ``cyclic`` from wasting a step at a zero rate.
-
-- ``multistep``: ``lr * gamma ** #{milestones m : p >= m}``; the paper's schedules (section 5.1:
-  PGD-AT at 5e-2 reduced 10x at epochs 79, 90, 100; Free and YOPO at 0.2 reduced at 30 and 36).
-- ``cosine``: ``lr * (1 + cos(pi * p / epochs)) / 2``.
-- ``cyclic``: the one-cycle triangle of Free/fast adversarial training, rising linearly from 0 to
-  ``lr`` at ``peak * epochs`` and back to 0 at ``epochs``.
-
-Any of them can start with a linear warm-up over the first ``warmup`` epochs: the rate is multiplied
-by ``p / warmup`` until ``p`` reaches ``warmup``, so it climbs from almost 0 to the schedule's own
-value. Adversarial training at a large rate can otherwise sit at chance accuracy for many epochs
-(``docs/training.md``); the warm-up stays a function of ``p`` alone, so resume stays exact.
+``multistep``, ``cosine`` and ``cyclic``, each with an optional linear warm-up, evaluated at the
+midpoint of each optimizer step; having no state, they make resume exact. :meth:`Schedule.apply`
+sets every parameter group of an optimizer to the rate times the group's ``lr_scale``. The formulas
+and the paper's schedules: docs/training.md, "Schedules".
 """
 
 from __future__ import annotations
@@ -24,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+
+from torch.optim import Optimizer
 
 SCHEDULES = ("multistep", "cosine", "cyclic")
 
@@ -87,6 +77,17 @@ class Schedule:
         rate = self._rate(progress)
         if progress < self.warmup:
             rate *= progress / self.warmup
+        return rate
+
+    def apply(self, optimizer: Optimizer, progress: float) -> float:
+        """Set every parameter group of ``optimizer`` to the rate at ``progress``; returns that rate.
+
+        A group's rate is the schedule's times the group's ``lr_scale`` (default 1), so a method can
+        run parts of the network at a fraction of the rate (YOPO).
+        """
+        rate = self(progress)
+        for group in optimizer.param_groups:
+            group["lr"] = rate * group.get("lr_scale", 1.0)
         return rate
 
     def _rate(self, progress: float) -> float:

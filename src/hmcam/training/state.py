@@ -110,13 +110,6 @@ def restore_rng(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     random.setstate((python["version"], tuple(int(v) for v in tensors["rng.python"].tolist()), python["gauss_next"]))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch (all devices), NumPy and Python ``random`` with ``seed``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def pack(tensors: dict[str, Tensor], meta: dict[str, Any]) -> bytes:
     """Tensors and JSON metadata as one safetensors blob (the metadata in a uint8 tensor)."""
     if META_KEY in tensors:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hmcam.core.validate import check_positive_float, check_positive_int
+
 
 @dataclass(frozen=True)
 class Threat:
@@ -67,8 +69,6 @@ def checked_threat(dataset: str | None, eps: Any, alpha: Any, steps: Any, method
     Each value is checked (positive; ``steps`` an integer). A dataset without a default threat
     model and an unset value is a ValueError naming the values ``method`` must be given.
     """
-    from hmcam.core.validate import check_positive_float, check_positive_int
-
     error = "dataset {dataset!r} has no default threat model; give " + method + " {missing} explicitly"
     values = fill_defaults(dataset, {"eps": eps, "alpha": alpha, "steps": steps}, error)
     return Threat(

@@ -1,83 +1,10 @@
 """The interface every training method implements: what to do with one minibatch.
 
-The trainer owns everything a method should not care about (data order, augmentation, the
-optimizer and its learning rate, distributed reduction, evaluation, checkpoints, resume); a method
-owns the inner problem of Eq. (14): the examples it trains on, the passes it makes and any tensors
-it carries between steps. The trainer calls, in this order::
-
-    method.setup(MethodSetup(...))            # once, before any saved state is loaded
-    groups = method.parameter_groups(network)  # the optimizer's parameter groups
-    for each epoch:
-        method.on_epoch_start(epoch)
-        for each minibatch:
-            method.train_step(model, optimizer, Batch(images, labels, indices), context)
-            # the trainer then syncs the per-example store across processes
-        extra_metrics = method.on_epoch_end(epoch)
-
-:meth:`TrainingMethod.train_step` decides how many forward and backward passes and how many
-optimizer steps a minibatch gets. Its default is one step per replay (``replays`` of them)::
-
-    optimizer.zero_grad(set_to_none=True)
-    output = method.loss(model, images, labels, context)   # forward (and any attack)
-    output.loss.backward()
-    method.before_step(model, context)                     # weights still at their pre-step value
-    optimizer.step()
-    context.record(output, labels); context.add_passes(output.passes)
-
-so a method that only changes the loss implements :meth:`TrainingMethod.loss` and nothing else.
-
-What the trainer guarantees a method:
-
-- **Learning rate.** The trainer sets every parameter group's rate itself, just before each
-  ``optimizer.step()`` (a step pre-hook): the ``k``-th step of minibatch ``b`` in epoch ``e`` gets
-  ``schedule(e + (b * R + k + 0.5) / (B * R))`` with ``R = replays`` steps per minibatch and ``B``
-  minibatches per epoch, times the group's ``lr_scale`` (default 1). A method that takes several
-  steps per minibatch declares ``replays`` and steps; the schedule then counts its steps, and a
-  step beyond ``replays`` is an error. ``context.lr(k)`` tells the rate of step ``k``.
-- **Budget.** Every minibatch reports the full forward+backward passes it used
-  (``context.add_passes``, or ``MethodOutput.passes`` in the default loop); the trainer logs
-  ``passes`` per epoch and ``passes_total``, with ``train_seconds`` and ``seconds``, so methods
-  can be compared at equal cost. :meth:`TrainingMethod.passes_per_batch` is the planned cost and
-  :meth:`TrainingMethod.epochs_for_budget` turns a budget (passes per example, i.e. epochs of
-  natural training) into the epochs a method may run.
-- **Per-example state** (:class:`~hmcam.training.examples.ExampleState`, ``setup.examples``):
-  tensors ``[N, ...]`` indexed by dataset position, identical on every process after each
-  minibatch, saved once. Register them in :meth:`TrainingMethod.setup`; read and write the rows
-  of ``batch.indices``.
-- **Method state**: :meth:`TrainingMethod.state_dict` is per process (gathered onto rank 0 over
-  gloo and saved per rank, e.g. a random stream of the process); :meth:`TrainingMethod.shared_state_dict`
-  is the same on every process (saved once by rank 0, loaded by all).
-
-How the methods of the paper's comparison (section 5.1, Tables 4-7) map onto it:
-
-- **Free-m**: ``replays = m``; ``train_step`` runs ``m`` replays, each a forward on
-  ``clip(x + delta)``, one backward that yields both the weight gradient and ``grad_delta``, an
-  update of ``delta`` and one ``optimizer.step()`` (the schedule counts replays). ``delta`` has
-  the shape of a minibatch and carries across replays, minibatches and epochs: a per-process
-  :meth:`~TrainingMethod.state_dict` tensor. :meth:`~TrainingMethod.epochs_for_budget` divides by m.
-- **YOPO-m-n**: ``train_step`` splits the network with :func:`hmcam.models.split_first_layer`
-  (built in ``setup``); the first ``m - 1`` of its ``m`` full backward passes run under
-  :func:`hmcam.core.distributed.no_sync`, so the accumulated gradient is averaged once; the
-  ``m * n`` perturbation updates go through the first layer alone; one ``optimizer.step()``.
-  :meth:`~TrainingMethod.parameter_groups` gives the first layer ``lr_scale = 1`` and the rest
-  ``1 / m``. It reports ``m`` full passes plus whatever it counts the first-layer updates as.
-- **Fast AT (FGSM-RS)**: ``train_step`` wraps forward and backward in autocast and steps through
-  a ``torch.amp.GradScaler`` (``scaler.step(optimizer)`` calls ``optimizer.step()``, so the rate is
-  set as usual, and a skipped step simply leaves it unused); the scaler's state, identical on every
-  process, is :meth:`~TrainingMethod.shared_state_dict`. 2 passes.
-- **TRADES**: only :meth:`~TrainingMethod.loss` (clean logits once, K KL-ascent steps on the
-  unwrapped network, CE + beta KL through the wrapped one); ``MethodOutput.passes = K + 1``.
-- **CAT** (Algorithm 3): ``replays = T``; chains ``theta`` and momenta ``v`` are per-example state
-  (``setup.examples.register``), read for the minibatch, advanced ``K`` steps before each of the
-  ``T`` updates, and written back; ``omega~``, a copy of the weights taken just before each
-  ``optimizer.step()``, is :meth:`~TrainingMethod.shared_state_dict`. ``epochs_for_budget``
-  divides by ``T K`` (plus the updates).
-
-``model`` is what the trainer optimizes, possibly a DistributedDataParallel wrapper: a forward pass
-whose loss is trained on must go through it so gradients are synchronized, while attacks run on
-``unwrap_model(model)`` (no gradient synchronization, no parameter gradients). Under ``torchrun``
-batch-norm layers are synchronized across processes by default (``TrainConfig.sync_batchnorm``),
-so a forward pass in training mode is a collective: every process must make the same ones.
+The trainer owns data order, augmentation, the optimizer and its learning rate, distributed reduction,
+evaluation, checkpoints and resume; a method owns the inner problem of Eq. (14): the examples it
+trains on, the passes it makes and the tensors it carries between steps. The order of the calls,
+what the trainer guarantees a method and how each method of the paper's comparison maps onto the
+interface: docs/training.md, "The method interface".
 """
 
 from __future__ import annotations
@@ -86,15 +13,14 @@ import dataclasses
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-if TYPE_CHECKING:
-    from hmcam.core.distributed import DistributedContext
-    from hmcam.training.examples import ExampleState
+from hmcam.core.distributed import DistributedContext
+from hmcam.training.examples import ExampleState
 
 
 class Batch(NamedTuple):
@@ -294,8 +220,14 @@ class TrainingMethod(ABC):
     def before_step(self, model: nn.Module, context: StepContext) -> None:  # noqa: B027
         """Called by the default loop between ``loss.backward()`` and ``optimizer.step()``; does nothing by default."""
 
-    def passes_per_batch(self) -> float:
-        """The full forward+backward passes the method plans per minibatch (natural: 1; Free-m: m; PGD-K: K + 1)."""
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
+        """The full forward+backward passes the method plans per minibatch (natural: 1; Free-m: m; PGD-K: K + 1).
+
+        Every method answers on a freshly built instance, before :meth:`setup`. A method whose cost
+        depends on the network it trains (YOPO) measures it on ``network``, fed pixels of
+        ``input_shape`` ``(C, H, W)``, when they are given, and on the network of :meth:`setup`
+        otherwise; the others ignore both.
+        """
         return float(self.replays)
 
     def epochs_for_budget(self, passes: float) -> float:

@@ -1,69 +1,10 @@
 """Contrastive Adversarial Training (Algorithm 3 with the J_cd objective of Eq. 15-16) and its CE-driven twin.
 
-Algorithm 3 keeps, for every training example, a Markov chain ``theta`` in the example's eps-ball and
-a momentum ``v``. Each minibatch is used for T parameter updates (``replays``); before each update
-every chain of the minibatch takes K steps (``chain_steps``)::
-
-    g     = grad_theta J(theta)                    # J: J_cd (cat) or cross-entropy (cat-ce)
-    v     = clip(v + alpha g, -eps, eps)            # v <- v - alpha grad U with U = -J
-    theta = P(theta + eps_step sign(v))             # grad K(v) = sign(v) for K(v) = |v|
-
-and the update is plain cross-entropy on the chain's state, ``omega <- omega - kappa grad CE(f_omega(theta^K), y)``,
-after ``omega~ <- omega``. There is no Metropolis-Hastings test in Algorithm 3, and none here.
-
-What the paper leaves open or gets wrong, and what this module does:
-
-- **J_cd (Eq. 15).** With one-hot y as the equilibrium Q^inf, the divergences of Eq. 15 are
-  cross-entropies (the first line of Eq. 16 writes them as ``sum_c y_c log f_c``), Q^0 is the
-  previous weights' output at the chain's start and Q^1 the current weights' output one step
-  later, and the chain must climb the current model's loss to be adversarial. So the chain ascends
-  ``J_cd(theta) = lam CE(f_omega(theta), y) - rho CE(f_omega~(theta^K), y)`` (rho = 1, lam = 2),
-  where ``theta^K`` is where the chain stood when it started (the end of its previous chain) and
-  ``f_omega~(theta^K)`` is computed once per chain and held constant.
-- **Eq. 16 is not the gradient of Eq. 15.** The old-weights term does not depend on the current
-  input, so the exact gradient at the logits is ``lam (p - y)`` (``2 (f_omega - y)``), with p the
-  current softmax: the chain is plain cross-entropy ascent with alpha scaled by lam, and rho does
-  nothing. The paper differentiates the old term as if it were a function of the current logits
-  and prints ``f_omega - (y - Delta f)``, ``Delta f = f_omega(theta) - f_omega~(theta^K)``; in general
-  ``lam (p - y) - rho (q - y)`` with ``q = f_omega~(theta^K)``, which is the gradient of
-  cross-entropy against the soft target ``(lam - rho) y + rho q - (lam - 1) p`` (``y - Delta f`` for
-  the defaults) with p held fixed. ``gradient="paper"`` (the default) backpropagates this vector
-  through the network; ``gradient="exact"`` the true one.
-- **Step order.** The printed loop moves theta with the old momentum and then updates the momentum
-  (the indices mix t and k); here the momentum is updated first and theta moves along it, so each of
-  the K gradients reaches theta^K, the point the weights are trained on. With the printed order a
-  chain's first move would ignore the gradient and its last gradient would only steer the next
-  chain.
-- **Projection.** The paper writes none; theta would leave the eps-ball and [0, 1] after two steps
-  of size eps. Every move is projected onto the ball intersected with [0, 1]
-  (:class:`~hmcam.attacks.ball.Ball`); the momentum is clipped to [-eps, eps] as printed.
-- **Start.** ``theta^0 = x + v_0``, ``v_0 ~ U(-eps, eps)``: the same draw starts the momentum, as the
-  printed ``v_0`` serves both. The draw of example i is a function of (seed, i, epoch of the start)
-  alone, so one process or several draw the same chains, and the global random stream is untouched.
-- **Persistence.** Chains persist per example across the T updates, across minibatches and across
-  epochs, "initializing a HMC at the state in which it ended for the previous model": the
-  perturbation ``theta - x`` and ``v`` live in the trainer's per-example store, so they survive
-  resume and follow their example across torchrun processes. Algorithm 3 prints the start inside
-  the epoch loop; ``restart_every=1`` does that (each visit starts afresh, so a chain lives for the T
-  updates of its minibatch), ``restart_every=n`` restarts every n epochs, and the default 0 never
-  restarts. Storing ``theta - x`` keeps a chain in the ball of an augmented image.
-- **omega~.** A copy of every weight and buffer taken just before each optimizer step (omega_0
-  before the first), shared by all processes and saved with the trainer state. At the first update of
-  a minibatch, theta^K is where the example's chain stopped at its last visit, scored under the
-  weights before the most recent update, not under the weights of that visit.
-- **Scale of alpha.** Gradients are those of each example's own loss (a sum over the batch, as the
-  library's attacks), so an example's chain depends neither on the batch size nor on the number of
-  processes. The paper gives no alpha, K or T for CIFAR-10 or MNIST (on ImageNet T K = 4 and a step
-  of eps). The defaults: T = 4, K = 1 (T K = 4, and the text's "run the chain for one full step and
-  then update"), ``eps_step = eps`` and ``alpha = 300 eps``, since v lives in [-eps, eps] and
-  ``alpha |g| / eps`` is what steers a chain (``docs/cat.md`` has the measurements).
-- **Cost.** Per minibatch T K input-gradient passes, T training passes and, for the paper's
-  gradient, T forward passes under omega~, each counted as a third of a forward+backward pass:
-  :meth:`~ChainTraining.passes_per_batch` is ``T (K + 1) + T / 3`` (``T (K + 1)`` for ``cat-ce`` and
-  ``gradient="exact"``, which need no omega~).
-
-The chain runs on the unwrapped network with the attacks' hygiene (eval mode, frozen parameters);
-the update runs in training mode through the trainer's model, so DistributedDataParallel averages it.
+Every training example keeps a chain ``theta`` in its eps-ball and a momentum ``v``; each minibatch
+is used for T cross-entropy updates on the chains' states, and before each of them every chain of the
+minibatch takes K momentum steps up J_cd (``cat``) or cross-entropy (``cat-ce``). The algorithm:
+docs/cat.md, "The algorithm as implemented"; what the paper leaves open or gets wrong (Eq. 16 is not
+the gradient of Eq. 15) and what this module does: docs/cat.md, "Reading Algorithm 3 and Eq. 15-16".
 """
 
 from __future__ import annotations
@@ -184,8 +125,11 @@ class ChainTraining(TrainingMethod):
         }
 
     @override
-    def passes_per_batch(self) -> float:
-        """``T (K + 1)``: T K chain steps and T updates, plus ``T / 3`` for omega~'s forwards when kept."""
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
+        """``T (K + 1)``: T K chain steps and T updates, plus ``T / 3`` for omega~'s forwards when kept.
+
+        Known before :meth:`setup`, whatever the network: ``network`` and ``input_shape`` are ignored.
+        """
         chain_and_update = self.replays * (self.chain_steps + 1)
         return chain_and_update + (self.replays * FORWARD_PASS if self.uses_previous else 0.0)
 

@@ -1,20 +1,9 @@
 """Fast adversarial training (Wong et al., 2020): FGSM from a uniform random start ("FGSM-RS").
 
-Per minibatch, two passes: a forward and backward at ``x + delta_0``, ``delta_0 ~ U(-eps, eps)``
-clipped so that the image stays in [0, 1], gives the FGSM step
-``delta = clip(delta_0 + alpha sign(grad), -eps, eps)`` (image clipped to [0, 1] again) with the
-authors' ``alpha = 1.25 eps``, and the network is trained on ``x + delta``. As in the authors'
-code the attack pass runs in training mode (batch statistics and dropout as in the update), on the
-unwrapped network and for the input gradient only, so DistributedDataParallel communicates nothing
-for it. The authors pair the method with a one-cycle learning rate (the trainer's
-``schedule="cyclic"``) and mixed precision; on CUDA ``amp`` runs both passes under fp16 autocast
-and steps through a :class:`torch.amp.GradScaler`, whose state is the method's shared state, while
-on the CPU training stays in fp32. Catastrophic overfitting shows as robust accuracy falling to
-about 0 within an epoch while training accuracy rises.
-
-The random starts come from :func:`global_batch_noise`, which YOPO and TRADES use too: a function
-of the seed, the epoch and the minibatch alone, so one process or several, and a resumed run,
-draw the same start for every example.
+Per minibatch, two passes: one FGSM step of ``1.25 eps`` from ``x + U(-eps, eps)``, then training on
+its result, under fp16 autocast with a gradient scaler on CUDA. :func:`global_batch_noise` draws the
+random starts of this method, YOPO and TRADES. The details: docs/training.md, "Fast adversarial
+training".
 """
 
 from __future__ import annotations
@@ -113,8 +102,8 @@ class FastTraining(TrainingMethod):
         return {**super().hyperparameters(), "eps": self.eps, "alpha": self.alpha, "amp": self.amp}
 
     @override
-    def passes_per_batch(self) -> float:
-        """2: the FGSM pass and the training pass."""
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
+        """2: the FGSM pass and the training pass, whatever the network (``network``, ``input_shape`` ignored)."""
         return 2.0
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:

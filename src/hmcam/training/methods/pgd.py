@@ -46,8 +46,11 @@ class PGDTraining(TrainingMethod):
         return {**super().hyperparameters(), "eps": self.eps, "alpha": self.alpha, "steps": self.steps}
 
     @override
-    def passes_per_batch(self) -> float:
-        """``steps + 1``: K input-gradient passes of the attack and the training pass."""
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
+        """``steps + 1``: K input-gradient passes of the attack and the training pass.
+
+        Known before any setup, whatever the network: ``network`` and ``input_shape`` are ignored.
+        """
         return float(self.steps + 1)
 
     @override

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, TypeVar
 
+from hmcam.core.builder import Registry, build
 from hmcam.training.methods.base import TrainingMethod
 
 #: Every registered training method class by its ``name``.
 METHODS: dict[str, type[TrainingMethod]] = {}
+
+#: :data:`METHODS` for :func:`hmcam.core.builder.build`; the dataset is passed by :func:`build_method`.
+METHOD_REGISTRY: Registry[type[TrainingMethod]] = Registry("training method", METHODS, supplied=("dataset",))
 
 M = TypeVar("M", bound=type[TrainingMethod])
 
@@ -33,12 +36,4 @@ def build_method(name: str, *, dataset: str | None = None, **kwargs: Any) -> Tra
     unknown name raises ValueError listing the known ones; an argument the method does not take
     raises TypeError naming the method and the arguments it accepts.
     """
-    if not isinstance(name, str) or name not in METHODS:
-        raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}")
-    cls = METHODS[name]
-    signature = inspect.signature(cls.__init__)
-    accepted = [p for p in signature.parameters if p not in ("self", "dataset")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TypeError(f"training method {name!r} takes no argument(s) {unknown}; it accepts {accepted}")
-    return cls(dataset=dataset, **kwargs)
+    return build(METHOD_REGISTRY, name, dataset=dataset, **kwargs)

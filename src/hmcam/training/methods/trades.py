@@ -84,8 +84,11 @@ class TRADESTraining(TrainingMethod):
         }
 
     @override
-    def passes_per_batch(self) -> float:
-        """``K + 7/3``: K attack steps, the attack's clean forward pass and the update on two batches."""
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
+        """``K + 7/3``: K attack steps, the attack's clean forward pass and the update on two batches.
+
+        Known before :meth:`setup`, whatever the network: ``network`` and ``input_shape`` are ignored.
+        """
         return self.steps + FORWARD_PASS + 2
 
     def perturb(self, network: nn.Module, images: Tensor, context: StepContext) -> Tensor:

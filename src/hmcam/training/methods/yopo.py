@@ -1,46 +1,10 @@
 """YOPO-m-n (Zhang et al., 2019, "You Only Propagate Once"): adversary updates through the first layer alone.
 
-The network is cut after its first layer f0 (:func:`hmcam.models.split_first_layer`). Per minibatch
-``eta ~ U(-eps, eps)`` is drawn afresh (clipped so that ``x + eta`` stays in [0, 1]); then m times:
-
-1. a full forward and backward pass of ``CE(net(x + eta), y)``, accumulating every parameter's
-   gradient, and the co-state ``p = -dCE/dh`` at f0's output ``h``, held fixed;
-2. n updates of the adversary through f0 alone: with ``H = sum(f0(x + eta) * p)``,
-   ``eta = eta - alpha sign(dH/deta)``, projected onto the eps-ball and [0, 1];
-3. the gradient of ``-H`` at the final eta added to f0's parameters.
-
-After the m passes the optimizer takes one step; the first m - 1 backward passes run under
-:func:`~hmcam.core.distributed.no_sync`, so DistributedDataParallel averages the accumulated
-gradient once, and the f0 gradients of step 3, computed on the unwrapped network, are averaged
-over the processes by one all-reduce of their own.
-
-f0, the input normalization and the first convolution or linear layer, is affine in the input for
-every network of the zoo (:meth:`YOPOTraining.setup` checks it), so ``dH/deta = J^T p`` does not
-depend on eta and equals minus the loss's input gradient at the full pass: the n updates of step 2
-all move along the sign of that gradient, which the full pass back-propagates to the input, rather
-than along n identical gradients recomputed through f0.
-
-**The first layer's gradient: the authors' code, not the paper.** The paper's algorithm updates
-f0's parameters with the Hamiltonian's gradient at each pass's final adversary only. The
-authors' code, which produced every published YOPO result (the YOPO paper's, and the CIFAR-10
-rows the CAT paper compares with), keeps the full back-propagated gradient of step 1 on f0 as
-well, so f0 receives two gradients per pass; lines meant to discard the first were no-ops, as the
-authors confirmed (issue #4 of their repository). This module follows the code, so that YOPO is
-measured as it was published. Likewise the learning rate: the authors' two optimizers both start
-at the rate they write as ``lr / m`` (the first layer's takes the other's current rate), so every
-parameter here has ``lr_scale = 1 / m``; give the trainer the authors' undivided rate (0.2 on
-CIFAR-10, 0.1 on MNIST).
-
-Two small departures from the code: the cut is at the first layer's own output (the authors cut
-SmallCNN after conv1's ReLU, where the inner updates see the ReLU pattern move; here they see that
-of the full pass), and the first full pass is also clipped to [0, 1].
-
-**Cost**, with s the first layer's share of the network's multiply-adds (:func:`multiply_adds`,
-measured in :meth:`YOPOTraining.setup`: about 0.003 for PreAct-ResNet18 on CIFAR-10, 0.02 for
-SmallCNN, 0.28 for LeNet, 0.75 for the default MLP): per pass, one full pass, the first layer's
-input gradient that it adds (a third of a first-layer pass) and step 3's forward and weight
-gradient through f0 (two thirds), so ``m (1 + s)`` passes per minibatch; the n updates are
-element-wise operations on the input.
+Per minibatch, m full forward and backward passes each give the co-state at the first layer's output,
+and n adversary updates through the first layer alone follow each; one optimizer step. As in the
+authors' code, which the paper departs from, the first layer also keeps the full passes' gradient and
+every parameter's rate is ``lr / m``. The algorithm, these choices and the cost ``m (1 + s)``:
+docs/training.md, "YOPO-m-n".
 """
 
 from __future__ import annotations
@@ -55,7 +19,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from hmcam.core.distributed import DistributedContext, all_reduce_sum, no_sync
+from hmcam.core.distributed import DistributedContext, all_reduce_sum, no_sync, unwrap_model
 from hmcam.core.validate import check_positive_float, check_positive_int
 from hmcam.models.split import FirstLayerSplit, split_first_layer
 from hmcam.training.methods.base import Batch, MethodOutput, MethodSetup, StepContext, TrainingMethod
@@ -103,6 +67,20 @@ def multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int
         for handle in handles:
             handle.remove()
     return counts
+
+
+def measure_first_layer_share(model: nn.Module, input_shape: Sequence[int], layer_name: str | None = None) -> float:
+    """The first layer's share of ``model``'s multiply-adds (:func:`multiply_adds`): s of YOPO's cost.
+
+    ``layer_name`` names the first layer (default: the one :func:`~hmcam.models.split.split_first_layer`
+    finds). A first layer of a kind not counted is charged as a whole pass: an upper bound.
+    """
+    network = unwrap_model(model)
+    if layer_name is None:
+        layer_name = split_first_layer(network, input_shape).layer_name
+    counts = multiply_adds(network, input_shape)
+    own = counts.get(layer_name, 0)
+    return own / sum(counts.values()) if own else 1.0
 
 
 def _authors_settings(threat: Threat) -> dict[str, Any] | None:
@@ -170,10 +148,7 @@ class YOPOTraining(TrainingMethod):
                 f"YOPO needs a network whose part up to its first layer {self.split.layer_name!r} is affine in the "
                 f"input (normalization, then a convolution or linear layer); this one is not (gap {gap:.3g})"
             )
-        counts = multiply_adds(setup.model, setup.input_shape)
-        own = counts.get(self.split.layer_name, 0)
-        # A first layer of a kind not counted is charged as a whole pass: an upper bound.
-        self.first_layer_share = own / sum(counts.values()) if own else 1.0
+        self.first_layer_share = measure_first_layer_share(setup.model, setup.input_shape, self.split.layer_name)
         self.seed, self.rank, self.world_size = setup.seed, setup.distributed.rank, setup.distributed.world_size
         self.distributed = setup.distributed
 
@@ -194,14 +169,25 @@ class YOPOTraining(TrainingMethod):
         }
 
     @override
-    def passes_per_batch(self) -> float:
+    def passes_per_batch(self, network: nn.Module | None = None, input_shape: tuple[int, ...] | None = None) -> float:
         """``m (1 + s)``: m full passes with the input gradient and m first-layer passes, s the first layer's share.
 
-        s is measured on the network in :meth:`setup`, so the cost is known only after it.
+        s is measured on ``network``, fed pixels of ``input_shape`` ``(C, H, W)``, when it is given
+        (before :meth:`setup` too), else it is the share :meth:`setup` measured; with neither the
+        cost is unknown, a RuntimeError.
         """
-        if self.first_layer_share is None:
-            raise RuntimeError("YOPO's cost depends on the network's first layer: call setup() first")
-        return self.full_passes * (1 + self.first_layer_share)
+        if network is not None:
+            if input_shape is None:
+                raise ValueError("YOPO measures its cost on the network: give the network's input_shape (C, H, W) too")
+            share = measure_first_layer_share(network, input_shape)
+        elif self.first_layer_share is None:
+            raise RuntimeError(
+                "YOPO's cost depends on the network's first layer: call setup() first, or pass the network and "
+                "its input_shape"
+            )
+        else:
+            share = self.first_layer_share
+        return self.full_passes * (1 + share)
 
     def _split(self) -> FirstLayerSplit:
         if self.split is None:

@@ -1,0 +1,136 @@
+"""The equal-cost training comparison's tables, curves and report, written into its run folder.
+
+Given every run's result and the summary over seeds (:mod:`hmcam.experiments.at_efficiency_claims`),
+this writes the per-run and per-arm tables, each study's curves (Fig. 5), the results with the claims
+and the report; ``docs/outputs.md`` (Experiment folders) lists the files.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from hmcam.experiments.at_efficiency_claims import claims, oscillation, percent
+from hmcam.experiments.at_efficiency_plan import METRICS, Scale, Study
+from hmcam.experiments.setup import claim_table
+from hmcam.reporting.figures import save_training_curves
+from hmcam.reporting.run_folder import RunFolder
+from hmcam.reporting.tables import markdown_table
+
+#: The columns of the main table, one row per run.
+RUN_COLUMNS = ("study", "arm", "seed", "epochs", *METRICS, "robust_examples")
+#: The table of means and standard deviations over seeds, one row per study and arm.
+SUMMARY_TABLE = "summary.csv"
+SUMMARY_COLUMNS = ("study", "arm", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
+
+
+def curves_file(study: Study) -> str:
+    """The name of ``study``'s curves figure in the run folder."""
+    return f"{study.name}-curves.png"
+
+
+def _arm_rows(study: Study, study_summary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    # Per arm: the summary table's row (numbers) and the report's row (percent, mean ± standard deviation).
+    table_rows, shown_rows = [], []
+    for label, metrics in study_summary["arms"].items():
+        row: dict[str, Any] = {"study": study.name, "arm": label}
+        for metric, values in metrics.items():
+            row[f"{metric}_mean"], row[f"{metric}_std"] = values["mean"], values["std"]
+        shown = {
+            "arm": label,
+            **{
+                metric: f"{percent(values['mean'])} ± {percent(values['std'])}"
+                for metric, values in metrics.items()
+                if metric not in ("train_minutes", "passes")
+            },
+            "train minutes": f"{metrics['train_minutes']['mean']:.3g} ± {metrics['train_minutes']['std']:.2g}",
+            "passes": f"{metrics['passes']['mean']:.1f}",
+        }
+        table_rows.append(row)
+        shown_rows.append(shown)
+    return table_rows, shown_rows
+
+
+def _setting(study: Study, scale: Scale) -> str:
+    # The sentence under a study's heading: what was trained and how it was scored.
+    attacks = f"{study.attack_steps} steps" + (f", step {study.attack_alpha:.4g}" if study.attack_alpha else "")
+    return (
+        f"{study.dataset}, {study.model}, L-inf eps {study.eps:.4g}; "
+        + (f"budget {study.budget:g} gradient passes per example; " if study.budget else "the paper's epochs; ")
+        + f"seeds {list(scale.seeds)}. Accuracies in percent (mean ± standard deviation over seeds): clean on "
+        + ("the whole test set" if study.test_limit is None else f"the first {study.test_limit} test images")
+        + f", attacks ({attacks}) and their per-example worst case on the first {study.robust_examples}."
+    )
+
+
+def _separated(study_summary: dict[str, Any]) -> list[str]:
+    # The accuracy differences whose seed ranges do not overlap, each once (the positive direction).
+    return [
+        f"- {pair}: {metric} {100 * c['difference']:+.1f} points"
+        for pair, metrics in study_summary["differences"].items()
+        for metric, c in metrics.items()
+        if c["exceeds_spread"] and c["difference"] > 0 and metric not in ("train_minutes", "passes")
+    ]
+
+
+def _study_section(
+    folder: RunFolder, study: Study, scale: Scale, results: Sequence[dict[str, Any]], study_summary: dict[str, Any]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Draw ``study``'s curves, add its oscillation and claims to ``study_summary``; its report lines and table rows."""
+    table_rows, shown_rows = _arm_rows(study, study_summary)
+    curves: dict[str, list[list[dict[str, Any]]]] = {
+        label: [r["curve"] for r in results if r["study"] == study.name and r["arm"] == label]
+        for label in study_summary["arms"]
+    }
+    save_training_curves(folder.file(curves_file(study)), curves, title=f"{study.name}, eps {study.eps:.4g}")
+    study_summary["oscillation"] = {
+        label: statistics.fmean(oscillation(curve) for curve in runs) for label, runs in curves.items()
+    }
+    study_claims = claims(study_summary, study.reference)
+    study_summary["claims"] = study_claims
+    lines = [
+        f"## {study.name}",
+        "",
+        _setting(study, scale),
+        "",
+        markdown_table(shown_rows, ["arm", "clean", "pgd", "mpgd", "cwlinf", "worst", "train minutes", "passes"]),
+        f"![curves]({curves_file(study)})",
+        "",
+        "### The paper's claims, as this run measures them",
+        "",
+        claim_table(study_claims) if study_claims else "No claim of the paper concerns these arms.",
+        "",
+        "Differences whose seed ranges do not overlap (every seed of one arm beats every seed of the other):",
+        "",
+        *(_separated(study_summary) or ["- none"]),
+        "",
+    ]
+    return lines, table_rows
+
+
+def write_report(folder: RunFolder, scale: Scale, results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Write the tables, the curves, the results and the reports into ``folder``; returns the Markdown report.
+
+    Each study's part of ``summary`` gets its ``oscillation`` and ``claims``. The results carry
+    ``folder``'s run record (its start time and device).
+    """
+    folder.write_table(results, RUN_COLUMNS)
+    table_rows: list[dict[str, Any]] = []
+    lines = [f"# Adversarial training at equal cost: scale `{scale.name}`", "", scale.description, ""]
+    for study in scale.studies:
+        study_lines, study_rows = _study_section(folder, study, scale, results, summary[study.name])
+        lines += study_lines
+        table_rows += study_rows
+    folder.write_table(table_rows, SUMMARY_COLUMNS, name=SUMMARY_TABLE)
+    claims_found = [
+        {**claim, "claim": claim["claim"] + (f" [{name}]" if len(summary) > 1 else "")}
+        for name, part in summary.items()
+        for claim in part["claims"]
+    ]
+    folder.write_results(
+        {"experiment": "at-efficiency", "scale": scale.name, "studies": summary, "claims": claims_found}
+    )
+    report = "\n".join(lines)
+    folder.write_report(report)
+    return report

@@ -1,0 +1,127 @@
+"""One run of the equal-cost training comparison: train one arm with one seed, then score its final model.
+
+Training goes through the one trainer (:func:`hmcam.training.train`), scoring through
+:func:`hmcam.evaluation.evaluate_robustness`. The run's folder keeps both resumable, and its result
+file, written last, marks the run done (``docs/outputs.md``, Experiment folders).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hmcam.core.batching import fetch
+from hmcam.core.distributed import resolve_device
+from hmcam.core.storage import atomic_write_json
+from hmcam.data import load_dataset
+from hmcam.evaluation import evaluate_robustness
+from hmcam.experiments.at_efficiency_plan import ATTACKS, Arm, Study, arm_epochs
+from hmcam.models import load_checkpoint
+from hmcam.training import TrainConfig, train
+
+#: The file of a finished run, in its own folder: its scores, minutes, passes and curve.
+RESULT_FILE = "result.json"
+
+
+def train_config(study: Study, arm: Arm, seed: int, folder: Path, **common: Any) -> TrainConfig:
+    """The :class:`~hmcam.training.TrainConfig` of one run; ``common`` adds fields such as ``device``."""
+    fields: dict[str, Any] = {
+        "dataset": study.dataset,
+        "model": study.model,
+        "method": arm.method,
+        "method_kwargs": dict(arm.kwargs),
+        "epochs": arm_epochs(study, arm),
+        "seed": seed,
+        "test_limit": study.test_limit,
+        "eval_eps": study.eps,
+        "out": str(folder),
+        **study.train,
+        **arm.overrides,
+        **common,
+    }
+    return TrainConfig(**fields)
+
+
+def arm_folder(out: Path, study: Study, arm: Arm, seed: int) -> Path:
+    """Where one run (``STUDY/ARM-seedS`` in ``out``) keeps its training, evaluation state and result."""
+    return out / study.name / f"{arm.label}-seed{seed}"
+
+
+def score(
+    study: Study, folder: Path, checkpoint: str, *, device: str, data_root: str | None, progress: bool
+) -> dict[str, Any]:
+    """The accuracy of ``checkpoint`` under each attack alone and in the worst case, on the study's robust subset.
+
+    The evaluation keeps its resumable state in ``folder / "evaluation-state"``.
+    """
+    target = resolve_device(device)
+    model, _ = load_checkpoint(checkpoint, device=target)
+    test = load_dataset(study.dataset, "test", root=data_root, download=False, limit=study.robust_examples)
+    count = len(test.labels)
+    images, labels = fetch(test, range(count))
+    evaluation = evaluate_robustness(
+        model,
+        images.to(target),
+        labels.to(target),
+        ATTACKS,
+        eps=study.eps,
+        steps=study.attack_steps,
+        alpha=study.attack_alpha,
+        standalone=True,
+        check_examples=0,
+        state_dir=folder / "evaluation-state",
+        progress=progress,
+    )
+    per_attack = {report.name: report.standalone_robust_accuracy for report in evaluation.attacks}
+    return {"worst": evaluation.robust_accuracy, **per_attack, "robust_examples": count}
+
+
+def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Per epoch: passes per training example so far, training minutes so far, clean and robust accuracy.
+    return [
+        {
+            "epoch": record["epoch"],
+            "passes": record["passes_total"] / record["batches"],
+            "minutes": sum(r["train_seconds"] for r in history[: index + 1]) / 60,
+            "clean": record["clean_accuracy"],
+            "robust": record["robust_accuracy"],
+        }
+        for index, record in enumerate(history)
+    ]
+
+
+def run_one(
+    out: Path, study: Study, arm: Arm, seed: int, *, device: str = "cpu", data_root: str | None = None, progress: bool
+) -> dict[str, Any]:
+    """Train and score one arm with one seed (or read its finished result); returns its result."""
+    folder = arm_folder(out, study, arm, seed)
+    done = folder / RESULT_FILE
+    if done.exists():
+        result: dict[str, Any] = json.loads(done.read_text())
+        return result
+    config = train_config(study, arm, seed, folder / "train", device=device, data_root=data_root, progress=progress)
+    summary = train(config, resume=True)
+    history = [json.loads(line) for line in Path(summary["files"]["metrics.jsonl"]).read_text().splitlines() if line]
+    scores = score(
+        study, folder, summary["files"]["last.safetensors"], device=device, data_root=data_root, progress=progress
+    )
+    final = summary["final"]
+    result = {
+        "study": study.name,
+        "arm": arm.label,
+        "method": summary["method"],
+        "seed": seed,
+        "epochs": summary["epochs"],
+        "clean": final["clean_accuracy"],
+        **{name: scores[name] for name in ATTACKS},
+        "worst": scores["worst"],
+        "robust_examples": scores["robust_examples"],
+        "train_minutes": sum(record["train_seconds"] for record in history) / 60,
+        # Passes over minibatches, divided by the minibatches of an epoch: passes per training example.
+        "passes": final["passes_total"] / final["batches"],
+        "curve": _curve(history),
+    }
+    # The arm's folder is not a run folder of its own (no configuration): the result is one JSON file.
+    atomic_write_json(done, result)
+    return result
