@@ -104,7 +104,7 @@ def checkpoint_and_data(args: argparse.Namespace) -> tuple[nn.Module, dict[str, 
     from hmcam.core.distributed import resolve_device
     from hmcam.data import ImageDataset, load_dataset
     from hmcam.models import load_checkpoint
-    from hmcam.training.trainer import evaluation_split
+    from hmcam.training.datasets import evaluation_split
 
     device = resolve_device(args.device)
     model, metadata = load_checkpoint(args.checkpoint, device=device)

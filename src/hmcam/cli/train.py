@@ -215,6 +215,7 @@ def _read_json_object(path: Path, what: str) -> dict[str, Any]:
 
 def training_config(args: argparse.Namespace) -> tuple[Any, bool]:
     """The :class:`~hmcam.training.TrainConfig` and resume flag that the parsed flags describe."""
+    from hmcam.reporting.run_folder import CONFIG_FILE
     from hmcam.training import TrainConfig
     from hmcam.training.config import RESUMABLE_CHANGES
 
@@ -226,7 +227,7 @@ def training_config(args: argparse.Namespace) -> tuple[Any, bool]:
     values.update(given)
     if method_given:
         values["method_kwargs"] = {**values.get("method_kwargs", {}), **method_given}
-    saved_file = Path(values.get("out", TrainConfig.out)) / "config.json"
+    saved_file = Path(values.get("out", TrainConfig.out)) / CONFIG_FILE
     if args.resume and saved_file.is_file():
         saved = _read_json_object(saved_file, "the saved run")
         if not isinstance(saved.get("config"), dict):

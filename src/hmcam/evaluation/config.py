@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from hmcam.attacks import get_attack
 from hmcam.attacks.norms import NORMS
-from hmcam.core.validate import check_positive_float, check_positive_int
+from hmcam.core.validate import check_flag, check_non_negative_int, check_positive_float, check_positive_int
 from hmcam.evaluation.runner import build_attack, gradient_cost, is_iterative, is_random
 
 #: The attacks of ``hmcam eval`` by default, as given (they run cheapest first).
@@ -204,11 +204,9 @@ def resolve_config(
     restarts = check_positive_int("restarts", restarts)
     batch_size = check_positive_int("batch_size", batch_size)
     alpha = None if alpha is None else check_positive_float("alpha", alpha)
-    for name, value in (("seed", seed), ("check_examples", check_examples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    if not isinstance(standalone, bool):
-        raise TypeError(f"standalone must be True or False, got {standalone!r}")
+    seed = check_non_negative_int("seed", seed)
+    check_examples = check_non_negative_int("check_examples", check_examples)
+    standalone = check_flag("standalone", standalone)
     requested = _check_attacks(attacks)
     probes = {}
     for name in requested:

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from hmcam.core.distributed import DistributedContext
+from hmcam.core.validate import check_unit_interval
 from hmcam.evaluation.cascade import Cascade
 from hmcam.evaluation.config import DEFAULT_ATTACKS, resolve_config
 from hmcam.evaluation.result import RobustEvaluation
@@ -58,8 +59,7 @@ def evaluate_robustness(
     (``context`` from :func:`hmcam.core.distributed.setup_distributed`) and saving (``state_dir``:
     resume from, and save to, that folder). ``callback(chunk, stage)`` is called after each stage.
     """
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
+    margin = check_unit_interval("margin", margin)
     config = resolve_config(
         model,
         images,

@@ -37,7 +37,6 @@ from hmcam.reporting.run_folder import CONFIG_FILE, RunFolder
 from hmcam.training.augment import Augmentation
 from hmcam.training.config import TrainConfig
 from hmcam.training.datasets import EpochOrder, load_datasets
-from hmcam.training.datasets import evaluation_split as evaluation_split  # re-exported for hmcam.cli.common
 from hmcam.training.epoch_evaluation import EpochEvaluation
 from hmcam.training.epoch_meter import EpochMeter
 from hmcam.training.examples import ExampleState
