@@ -61,3 +61,5 @@ def test_cached_tensors_are_computed_once(tmp_path: Path) -> None:
 
 def test_json_ready_makes_strict_json() -> None:
     assert json_ready({1: (math.inf, "a"), "p": Path("x")}) == {"1": [None, "a"], "p": "x"}
+    with pytest.raises(TypeError, match="a run folder stores JSON values, not Tensor"):
+        json_ready({"x": torch.tensor(0.5)})

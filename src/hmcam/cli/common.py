@@ -81,20 +81,24 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def attack_settings(args: argparse.Namespace) -> AttackSettings:
     """The :class:`~hmcam.experiments.attack_run.AttackSettings` that the attack options describe."""
+    from hmcam.attacks import ATTACK_REGISTRY
     from hmcam.experiments.attack_run import AttackSettings
 
-    return AttackSettings(
-        args.attack.lower(),
-        eps=args.eps,
-        steps=args.steps,
-        samples=args.samples,
-        chains=args.chains,
-        momentum_refresh=args.momentum_refresh,
-        alpha=args.alpha,
-        norm=args.norm,
-        targeted=args.targeted,
-        seed=args.seed,
-    )
+    name = args.attack.lower()
+    # The flags are shared by every attack; those this attack does not take (--samples for PGD, --eps and
+    # --norm for CW-L2) are not passed to it, as docs/cli.md says. The Python API refuses them instead.
+    accepted = set(ATTACK_REGISTRY.accepts(name))
+    given = {
+        "eps": args.eps,
+        "steps": args.steps,
+        "samples": args.samples,
+        "chains": args.chains,
+        "momentum_refresh": args.momentum_refresh,
+        "alpha": args.alpha,
+        "norm": args.norm,
+    }
+    taken = {key: value for key, value in given.items() if key in accepted}
+    return AttackSettings(name, targeted=args.targeted, seed=args.seed, **taken)
 
 
 def checkpoint_and_data(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], ImageDataset]:

@@ -7,7 +7,6 @@ from typing import Any
 
 from hmcam.cli.common import add_device_option, check_output_folder, positive_int
 from hmcam.core.validate import choose
-from hmcam.reporting.run_folder import REPORT_FILE
 
 # Spelled out so that `hmcam --help` needs no torch import; tests check them against hmcam.experiments.
 SCALES = ("smoke", "small", "paper")
@@ -81,7 +80,7 @@ def run_efficiency(args: argparse.Namespace) -> dict[str, Any]:
     result = run_efficiency(scale, out, device=args.device, data_root=args.data_root, progress=not args.no_progress)
     return {
         "out": result["out"],
-        "report": str(out / REPORT_FILE),
+        "report": str(out / "report.md"),
         "means": {
             study: {arm: {m: round(v["mean"], 4) for m, v in metrics.items()} for arm, metrics in part["arms"].items()}
             for study, part in result["summary"].items()
@@ -109,6 +108,6 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
     result = REGISTERED[args.experiment].run(scale, options)
     return {
         "out": result["out"],
-        "report": str(out / REPORT_FILE),
+        "report": str(out / "report.md"),
         "claims": [{"claim": claim["claim"], "verdict": claim["verdict"]} for claim in result["claims"]],
     }

@@ -235,7 +235,7 @@ class RobustEvaluation:
         run.write_config({**extra, **self.config.to_dict()})
         run.write_results({**extra, **self.to_dict()})
         for rows, name in ((self.rows(), TABLE_FILE), (self.rows("example"), EXAMPLES_FILE)):
-            run.write_table(rows, list(rows[0]) if rows else [], name=name)
+            run.write_table(rows, list(rows[0]) if rows else [], name=name, lineterminator="\n")
         names = ["clean", *(report.name for report in self.attacks), "worst case"]
         values = [
             self.clean_accuracy,

@@ -26,8 +26,7 @@ from hmcam.experiments.at_efficiency import Scale as TrainingScale
 from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions
-from hmcam.reporting.page import write_report
-from hmcam.reporting.run_folder import PAGE_FILE, REPORT_FILE, RESULTS_FILE, RunFolder
+from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, RunFolder
 
 #: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
 ORDER = (
@@ -182,6 +181,6 @@ def run_reproduce(
         {"scale": scale.name, "experiments": experiments, "experiment_seconds": round(total, 1), "claims": claims}
     )
     title = f"hmcam reproduce --scale {scale.name}"
-    report = write_report([folder.path for folder in folders.values()], top.file(PAGE_FILE), title=title)
-    _log(top, f"report {report['html']}")
-    return {"out": str(top.path), "report": report["html"], "experiments": experiments, "claims": claims}
+    page = top.write_overview([folder.path for folder in folders.values()], title)
+    _log(top, f"report {page}")
+    return {"out": str(top.path), "report": str(page), "experiments": experiments, "claims": claims}

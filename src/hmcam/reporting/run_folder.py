@@ -33,7 +33,7 @@ PAGE_FILE = "report.html"
 
 
 def json_ready(value: Any) -> Any:
-    """``value`` as strict JSON: non-finite floats become None, tuples lists, keys and other objects strings."""
+    """``value`` as strict JSON: non-finite floats become None, tuples lists, keys and paths strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -42,7 +42,9 @@ def json_ready(value: Any) -> Any:
         return [json_ready(item) for item in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return str(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"a run folder stores JSON values, not {type(value).__name__} ({value!r:.60})")
 
 
 class RunFolder:
@@ -113,10 +115,17 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.file(name), json_ready(payload))
 
-    def write_table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str], name: str = TABLE_FILE) -> None:
-        """Write ``rows`` as CSV with ``columns`` (the main table is ``results.csv``)."""
+    def write_table(
+        self,
+        rows: Sequence[dict[str, Any]],
+        columns: Sequence[str],
+        name: str = TABLE_FILE,
+        *,
+        lineterminator: str = "\r\n",
+    ) -> None:
+        """Write ``rows`` as CSV with ``columns`` (the main table is ``results.csv``; evaluations end lines in LF)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        write_csv(self.file(name), rows, columns)
+        write_csv(self.file(name), rows, columns, lineterminator)
 
     def write_text(self, name: str, text: str) -> None:
         """Write ``text`` (UTF-8) to the file ``name``."""
@@ -135,6 +144,11 @@ class RunFolder:
         page = self.file(PAGE_FILE)
         write_report([self.path], page)
         return page
+
+    def write_overview(self, runs: Sequence[str | os.PathLike[str]], title: str) -> Path:
+        """Write ``report.html`` and ``report.md`` of this folder as one page over the run folders ``runs``."""
+        write_report(list(runs), self.file(PAGE_FILE), title=title)
+        return self.file(PAGE_FILE)
 
     def finished(self) -> bool:
         """Whether the run ended: its page, written last, is there."""

@@ -26,10 +26,15 @@ def markdown_table(records: Sequence[dict[str, Any]], columns: Sequence[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Write the records as CSV, atomically."""
+def write_csv(
+    path: str | os.PathLike[str],
+    records: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    lineterminator: str = "\r\n",
+) -> None:
+    """Write the records as CSV, atomically; lines end with ``lineterminator`` (the csv module's CRLF by default)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator=lineterminator)
     writer.writeheader()
     writer.writerows(records)
     atomic_write(path, buffer.getvalue().encode())
