@@ -28,8 +28,8 @@ Y = torch.tensor([0])
     [
         lambda m: IFGSM(m, eps=1.5, alpha=0.1, steps=50, norm="l1"),
         lambda m: FGSM(m, eps=1.5, norm="l1"),
-        lambda m: FGSM(m, eps=1.0, norm="l2"),
-        lambda m: IFGSM(m, eps=1.0, alpha=0.1, steps=20, norm="l2"),
+        # Under L2 the bound-aware step is an option: the reference PGD-L2 step keeps blocked pixels.
+        lambda m: IFGSM(m, eps=1.0, alpha=0.1, steps=20, norm="l2", bound_aware_step=True),
     ],
 )
 def test_a_pixel_at_its_bound_does_not_absorb_the_step(attack) -> None:
@@ -48,8 +48,14 @@ def test_direction_skips_blocked_coordinates_by_hand() -> None:
         ("l2", [0.0, 0.0, 2 / 5**0.5, -1 / 5**0.5]),
         ("l1", [0.0, 0.0, 1.0, 0.0]),
     ):
-        ball = Ball(center, torch.ones(1, 1), get_norm(name), (0.0, 1.0), torch.float32)
+        ball = Ball(center, torch.ones(1, 1), get_norm(name), (0.0, 1.0), torch.float32, bound_aware_step=True)
         torch.testing.assert_close(ball.direction(center, ascent), torch.tensor([expected]))
+    # By default only L1 masks (Foolbox's sparse L1 descent); L-inf and L2 take the reference step.
+    for name in ("linf", "l2"):
+        ball = Ball(center, torch.ones(1, 1), get_norm(name), (0.0, 1.0), torch.float32)
+        torch.testing.assert_close(ball.direction(center, ascent), get_norm(name).direction(ascent))
+    ball = Ball(center, torch.ones(1, 1), get_norm("l1"), (0.0, 1.0), torch.float32)
+    torch.testing.assert_close(ball.direction(center, ascent), torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
 
 
 def test_l1_step_direction_is_a_sparse_unit_top_k() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hmcam.attacks.aifgsm import AIFGSM, AccumulatedMomentum, Moments
+from hmcam.attacks.apgd import APGD, APGDT
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.base import Attack
 from hmcam.attacks.chain import (
@@ -33,6 +34,7 @@ from hmcam.attacks.loop import IterativeAttack, StepRule, Trajectory
 from hmcam.attacks.mifgsm import MIFGSM, MPGD, Momentum
 from hmcam.attacks.norms import NORMS, get_norm
 from hmcam.attacks.pgd import PGD, CWLinf
+from hmcam.attacks.square import Square
 from hmcam.core.builder import Registry, accepted_arguments
 
 #: Attacks by the names the command line and the experiments use.
@@ -49,6 +51,9 @@ ATTACKS: dict[str, type[Attack]] = {
     "cw": CW,
     "cwlinf": CWLinf,
     "daa": DAA,
+    "square": Square,
+    "apgd": APGD,
+    "apgd-t": APGDT,
 }
 
 
@@ -77,6 +82,8 @@ def get_attack(name: str) -> type[Attack]:
 
 __all__ = [
     "AIFGSM",
+    "APGD",
+    "APGDT",
     "ATTACKS",
     "ATTACK_REGISTRY",
     "AccumulatedMomentum",
@@ -103,6 +110,7 @@ __all__ = [
     "PGD",
     "Recorder",
     "SequenceRecorder",
+    "Square",
     "SteepestAscent",
     "StepRule",
     "Trajectory",

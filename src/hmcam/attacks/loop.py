@@ -56,7 +56,9 @@ class IterativeAttack(Attack):
     starts each run from a uniform point of the ball (PGD's start; any iterative attack takes it).
     With ``restarts > 1`` each example keeps its first successful run or, while none succeeded, the
     run with the highest objective (one extra forward pass per run scores it); the paper
-    (section 3.2) reads restarts as independent, parallel chains.
+    (section 3.2) reads restarts as independent, parallel chains. ``bound_aware_step=True`` leaves
+    the coordinates held at a pixel bound out of every step (:meth:`Ball.direction`), ``False``
+    keeps them; the default None takes the norm's reference step (bound-aware under L1 only).
     """
 
     #: The default step as a multiple of eps / steps.
@@ -73,6 +75,7 @@ class IterativeAttack(Attack):
         restarts: int = 1,
         *,
         random_start: bool | None = None,
+        bound_aware_step: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, eps, **kwargs)
@@ -82,6 +85,7 @@ class IterativeAttack(Attack):
         self.random_start = (
             self.default_random_start if random_start is None else check_flag("random_start", random_start)
         )
+        self.bound_aware_step = None if bound_aware_step is None else check_flag("bound_aware_step", bound_aware_step)
 
     def step_size(self, ball: Ball) -> Tensor | float:
         """``alpha`` if given, else ``default_step_ratio * eps / steps`` for each example."""
@@ -94,6 +98,8 @@ class IterativeAttack(Attack):
     def descend(self, ball: Ball, y: Tensor, point: Tensor, rule: StepRule) -> Trajectory:
         """The loop: ``steps`` times, the gradient of J at the point, then the rule's step."""
         first: tuple[Tensor, Tensor] | None = None
+        if self.bound_aware_step is not None:
+            ball = ball.with_bound_aware_step(self.bound_aware_step)
         for t in range(1, self.steps + 1):
             objective, logits, grad = self.gradient(point, y)
             if first is None:

@@ -27,11 +27,24 @@ def margin(logits: Tensor, labels: Tensor) -> Tensor:
     return others.amax(dim=1) - true_logit
 
 
-LOSSES: dict[str, LossFunction] = {"ce": cross_entropy, "cw": margin}
+def dlr(logits: Tensor, labels: Tensor) -> Tensor:
+    """Difference of logits ratio (Croce & Hein 2020): -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12).
+
+    ``z_pi1 >= z_pi2 >= ...`` are the sorted logits; the ratio is invariant to shifting and scaling
+    the logits. A two-class model has no ``z_pi3`` (and ``z_pi1 - z_pi2`` would make the ratio a
+    constant): there the denominator is 1, i.e. the plain CW margin.
+    """
+    if logits.shape[1] < 3:
+        return margin(logits, labels)
+    ordered = logits.sort(dim=1, descending=True).values
+    return margin(logits, labels) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+
+
+LOSSES: dict[str, LossFunction] = {"ce": cross_entropy, "cw": margin, "dlr": dlr}
 
 
 def get_loss(loss: str | LossFunction) -> LossFunction:
-    """Resolve ``"ce"``, ``"cw"`` or a callable ``(logits, y) -> per-example loss``."""
+    """Resolve ``"ce"``, ``"cw"``, ``"dlr"`` or a callable ``(logits, y) -> per-example loss``."""
     if callable(loss):
         return loss
     if isinstance(loss, str) and loss.lower() in LOSSES:

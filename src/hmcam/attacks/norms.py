@@ -33,6 +33,10 @@ class Norm(ABC):
     """An L_p threat model: measure, project, sample and steepest-ascent direction."""
 
     name: str
+    #: Whether the reference step of this norm leaves out coordinates held at a pixel bound (see
+    #: :meth:`hmcam.attacks.ball.Ball.direction`): False for L-inf and L2 (Madry et al.'s PGD,
+    #: torchattacks' PGD / PGDL2), True for L1 (Foolbox's ``SparseL1DescentAttack``).
+    bound_aware_step: bool = False
 
     @abstractmethod
     def measure(self, delta: Tensor) -> Tensor:
@@ -130,6 +134,7 @@ class L1Norm(Norm):
     """
 
     name = "l1"
+    bound_aware_step = True
 
     def __init__(self, sparsity: float = 0.01) -> None:
         if not 0 < sparsity <= 1:
