@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hmcam.attacks import AIFGSM, FGSM, IFGSM, MPGD, PGD
+from hmcam.attacks import AIFGSM, APGDT, FGSM, IFGSM, MPGD, PGD
 from hmcam.evaluation import predict
 from hmcam.evaluation.runner import attack_and_verify, build_attack, derive_seed, gradient_cost, is_random
 
@@ -65,5 +65,6 @@ def test_seeds_depend_on_chunk_and_stage_only() -> None:
 def test_costs_and_randomness(digits_model) -> None:
     assert gradient_cost(FGSM(digits_model, 0.1)) == 1
     assert gradient_cost(PGD(digits_model, 0.1, steps=7)) == 7
+    assert gradient_cost(APGDT(digits_model, 0.1, steps=7, n_target_classes=3)) == 21
     assert not is_random(FGSM(digits_model, 0.1)) and not is_random(IFGSM(digits_model, 0.1))
     assert is_random(PGD(digits_model, 0.1)) and not is_random(AIFGSM(digits_model, 0.1))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from hmcam.attacks import (
+    APGDT,
     ATTACK_REGISTRY,
     Attack,
     Ball,
@@ -81,6 +82,8 @@ def gradient_cost(attack: Attack) -> int:
     """Input-gradient evaluations of one run of ``attack`` on one example (its cost, for ordering attacks)."""
     if isinstance(attack, ChainAttack):
         return attack.steps * attack.samples
+    if isinstance(attack, APGDT):
+        return attack.steps * attack.n_target_classes  # one run per target class (fewer on few classes)
     if isinstance(attack, IterativeAttack):
         return attack.steps
     return 1
