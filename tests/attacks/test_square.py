@@ -178,15 +178,21 @@ def test_misclassified_inputs_are_left_alone(digits_model, digits_correct) -> No
 # ------------------------------------------------------------------------------- faithfulness
 def test_faithful_to_torchattacks(digits_model, digits_correct) -> None:
     x, y = digits_correct
-    with torch.random.fork_rng():  # torchattacks seeds the global RNG
-        port = torchattacks.Square(
-            digits_model, norm="Linf", eps=0.15, n_queries=300, n_restarts=1, p_init=0.8, loss="margin", seed=0
+    seeds = (0, 1, 2)  # one run's robust accuracy moves by about 0.06 with the seed: compare means
+    theirs = ours = every = 0.0
+    for seed in seeds:
+        with torch.random.fork_rng():  # torchattacks seeds the global RNG
+            port = torchattacks.Square(
+                digits_model, norm="Linf", eps=0.15, n_queries=300, n_restarts=1, p_init=0.8, loss="margin", seed=seed
+            )
+            theirs += robust_accuracy(digits_model, port(x, y), y) / len(seeds)
+        ours += robust_accuracy(digits_model, Square(digits_model, 0.15, n_queries=300, seed=seed)(x, y), y) / len(
+            seeds
         )
-        theirs = robust_accuracy(digits_model, port(x, y), y)
-    ours = robust_accuracy(digits_model, Square(digits_model, 0.15, n_queries=300, seed=0)(x, y), y)
+        wide = Square(digits_model, 0.15, n_queries=300, seed=seed, every_corner=True)
+        every += robust_accuracy(digits_model, wide(x, y), y) / len(seeds)
     # Measured on these 128 digits with the original's corner draw (the default): ours 0.42-0.45 over
-    # seeds 0-3, torchattacks 0.39-0.45 over seeds 0-2: within the port's own seed spread.
-    assert abs(ours - theirs) <= 0.08
-    every = Square(digits_model, 0.15, n_queries=300, seed=0, every_corner=True)
+    # seeds 0-3, torchattacks 0.39-0.45 over seeds 0-2.
+    assert abs(ours - theirs) <= 0.06
     # every_corner reaches an 8x8 image's last row and column: 0.31-0.33, stronger than the reference.
-    assert robust_accuracy(digits_model, every(x, y), y) <= theirs + 0.02
+    assert every <= theirs + 0.02
