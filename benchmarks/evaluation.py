@@ -1,27 +1,28 @@
-"""Robust-evaluation speed: the worst case over PGD-20, M-PGD-20 and CW-L-inf-20, printed as JSON.
+"""Robust-evaluation speed and faithfulness: hmcam's AutoAttack and paper suites against torchattacks, as JSON.
 
 For a naturally and an adversarially (PGD) trained smallcnn on Fashion-MNIST, in one process, on the
-same model and the same test images, three ways of getting the per-example worst case are timed:
+same model and the same test images:
 
-- ``cascade``: :func:`hmcam.evaluation.evaluate_robustness` (cheapest first, each attack only on
-  the examples still robust, early exit inside the attacks), with the masking checks off, and
-  once more with its default checks, to measure their cost;
-- ``every_example``: the same three attacks, each run on every example (``attack(x, y)`` batch by
-  batch), and the worst case taken afterwards;
-- ``torchattacks_pgd``: torchattacks' PGD-20 alone on every example (when torchattacks is importable).
+- ``hmcam_autoattack``: :func:`hmcam.evaluation.evaluate_robustness` with ``suite="autoattack"``
+  (APGD-CE, APGD-T, FAB-T, Square as the reference's ``version="standard"``; early exit and
+  compaction inside the attacks, each attack on the examples still robust), masking checks off;
+- ``torchattacks_autoattack``: torchattacks 3.5.1 configured like the reference (its ``AutoAttack``
+  class keeps 10 iterations): ``MultiAttack`` of ``APGD(loss="ce", steps=100, n_restarts=1)``,
+  ``APGDT(steps=100, n_classes=10)``, ``FAB(multi_targeted=True, steps=100, n_classes=10)`` and
+  ``Square(n_queries=5000, resc_schedule=False)``, batch by batch;
+- ``hmcam_paper``: the ``paper`` suite's worst case over PGD-20, M-PGD-20 and CW-L-inf-20, against
+  ``torchattacks_pgd``, torchattacks' PGD-20 alone on every example.
 
-The target: the cascade takes no longer than torchattacks' PGD-20 alone on the adversarially
-trained model (``cascade_over_torchattacks_pgd <= 1``). Variants are run in interleaved rounds and
-each time is the minimum over rounds (other processes share the CPU). The two checkpoints are
-trained on first use with :func:`hmcam.training.train` (a Fashion-MNIST subset, a few epochs) and
-cached in ``--cache`` (default ``runs/bench-evaluation``), so later runs take a minute or two.
-All variants see the model in channels-last memory order, as ``hmcam eval`` runs it on CPUs.
+Targets: ``hmcam_autoattack`` in at most 0.6x the time of ``torchattacks_autoattack`` on both models
+with robust accuracy within 0.5 points of it; ``hmcam_paper`` no slower than ``torchattacks_pgd`` on
+the adversarially trained model. Variants run in interleaved rounds; each time is the minimum over
+rounds (other processes share the CPU). The checkpoints are trained on first use with
+:func:`hmcam.training.train` (a Fashion-MNIST subset, a few epochs) and cached in ``--cache``. All
+variants see the model in channels-last memory order, as ``hmcam eval`` runs it on CPUs; on CUDA
+every timing is synchronised.
 
-On a CPU shared with other processes, two threads that wait for each other at every small operation
-make the timings erratic; ``--threads 1`` gives steadier ratios.
-
-Usage: ``python benchmarks/evaluation.py [--examples 500] [--rounds 2] [--eps 0.1] [--methods natural,pgd]
-[--threads N]``.
+Usage: ``python benchmarks/evaluation.py [--examples 200] [--rounds 1] [--eps 0.1] [--methods natural,pgd]
+[--suites autoattack,paper] [--threads N] [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hmcam.attacks import MPGD, PGD, Attack, CWLinf
 from hmcam.data import ImageDataset, load_dataset
 from hmcam.evaluation import evaluate_robustness, predict
 from hmcam.models import load_checkpoint
@@ -79,54 +79,77 @@ def checkpoint(cache: Path, method: str, eps: float, train_examples: int) -> Pat
     return path
 
 
-def every_example(model: nn.Module, attacks: list[Attack], x: Tensor, y: Tensor) -> float:
-    """Robust accuracy of the worst case over ``attacks``, each run on every example, batch by batch."""
-    robust = predict(model, x) == y
-    for attack in attacks:
-        for start in range(0, len(x), BATCH_SIZE):
-            batch = slice(start, start + BATCH_SIZE)
-            adversarial = attack(x[batch], y[batch])
-            robust[batch] &= predict(model, adversarial) == y[batch]
-    return float(robust.float().mean())
+def timed(device: torch.device, run: Callable[[], float]) -> tuple[float, float]:
+    """``run()``'s result and its wall seconds (CUDA synchronised before and after)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    value = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return value, time.perf_counter() - start
 
 
-def torchattacks_pgd(model: nn.Module, eps: float, x: Tensor, y: Tensor) -> Callable[[], float] | None:
-    """The torchattacks PGD-20 on every example (robust accuracy), or None when torchattacks is missing."""
+def batched_accuracy(model: nn.Module, attack: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> float:
+    """Robust accuracy of ``attack``'s examples, attacked ``BATCH_SIZE`` at a time."""
+    correct = 0
+    for start in range(0, len(x), BATCH_SIZE):
+        adversarial = attack(x[start : start + BATCH_SIZE], y[start : start + BATCH_SIZE])
+        correct += int((predict(model, adversarial) == y[start : start + BATCH_SIZE]).sum())
+    return correct / len(x)
+
+
+def torchattacks_variants(model: nn.Module, eps: float, x: Tensor, y: Tensor) -> dict[str, Callable[[], float]]:
+    """The reference-configured AutoAttack and PGD-20 of torchattacks (empty when torchattacks is missing)."""
     try:
         import torchattacks
     except ImportError:
-        return None
-    attack = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS, random_start=True)
+        return {}
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    autoattack = torchattacks.MultiAttack(
+        [
+            torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
+            torchattacks.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=classes, seed=0),
+            torchattacks.FAB(
+                model, norm="Linf", eps=eps, steps=100, n_restarts=1, multi_targeted=True, n_classes=classes, seed=0
+            ),
+            torchattacks.Square(
+                model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, p_init=0.8, resc_schedule=False, seed=0
+            ),
+        ]
+    )
+    pgd = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS, random_start=True)
+    return {
+        "torchattacks_autoattack": lambda: batched_accuracy(model, autoattack, x, y),
+        "torchattacks_pgd": lambda: batched_accuracy(model, pgd, x, y),
+    }
 
-    def run() -> float:
-        correct = 0
-        for start in range(0, len(x), BATCH_SIZE):
-            adversarial = attack(x[start : start + BATCH_SIZE], y[start : start + BATCH_SIZE])
-            correct += int((predict(model, adversarial) == y[start : start + BATCH_SIZE]).sum())
-        return correct / len(x)
 
-    return run
-
-
-def measure(path: Path, test: ImageDataset, eps: float, rounds: int) -> dict[str, Any]:
+def measure(
+    path: Path, test: ImageDataset, eps: float, rounds: int, suites: list[str], device: torch.device
+) -> dict[str, Any]:
     """Time the variants on one checkpoint in interleaved rounds; minimum seconds and robust accuracies."""
-    model, _ = load_checkpoint(path)
-    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    x, y = test.images, test.labels
-    three = ["pgd", "mpgd", "cwlinf"]
+    model, _ = load_checkpoint(path, device=device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    x, y = test.images.to(device), test.labels.to(device)
     details: dict[str, Any] = {}
 
-    def cascade(check_examples: int) -> Callable[[], float]:
+    def ours(suite: str) -> Callable[[], float]:
         def run() -> float:
             result = evaluate_robustness(
-                model, x, y, three, eps=eps, steps=STEPS, batch_size=BATCH_SIZE, check_examples=check_examples,
-                progress=False,
+                model, x, y, suite=suite, eps=eps, batch_size=BATCH_SIZE, check_examples=0, progress=False,
+                **({"steps": STEPS} if suite == "paper" else {}),
             )  # fmt: skip
-            details[f"cascade_checks_{check_examples}"] = {
+            details[suite] = {
                 "clean_accuracy": result.clean_accuracy,
                 "gradient_evaluations": result.to_dict()["gradient_evaluations"],
                 "attacks": [
-                    {key: report.to_dict()[key] for key in ("name", "reached", "fooled", "gradient_evaluations")}
+                    {
+                        key: report.to_dict()[key]
+                        for key in ("name", "reached", "fooled", "gradient_evaluations", "seconds")
+                    }
                     for report in result.attacks
                 ],
                 "warnings": list(result.warnings),
@@ -135,61 +158,50 @@ def measure(path: Path, test: ImageDataset, eps: float, rounds: int) -> dict[str
 
         return run
 
-    plain = [
-        PGD(model, eps, steps=STEPS, seed=0),
-        MPGD(model, eps, steps=STEPS, seed=0),
-        CWLinf(model, eps, steps=STEPS, seed=0),
-    ]
-    variants: dict[str, Callable[[], float]] = {
-        "cascade": cascade(0),
-        "cascade_with_checks": cascade(len(x)),
-        "every_example": lambda: every_example(model, plain, x, y),
-    }
-    theirs = torchattacks_pgd(model, eps, x, y)
-    if theirs is not None:
-        variants["torchattacks_pgd"] = theirs
+    theirs = torchattacks_variants(model, eps, x, y)
+    variants: dict[str, Callable[[], float]] = {}
+    if "autoattack" in suites:
+        variants["hmcam_autoattack"] = ours("autoattack")
+        if "torchattacks_autoattack" in theirs:
+            variants["torchattacks_autoattack"] = theirs["torchattacks_autoattack"]
+    if "paper" in suites:
+        variants["hmcam_paper"] = ours("paper")
+        if "torchattacks_pgd" in theirs:
+            variants["torchattacks_pgd"] = theirs["torchattacks_pgd"]
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     accuracy: dict[str, float] = {}
     torch.manual_seed(0)
     for _ in range(rounds):
         for name, run in variants.items():
-            start = time.perf_counter()
-            accuracy[name] = run()
-            seconds[name].append(time.perf_counter() - start)
+            accuracy[name], spent = timed(device, run)
+            seconds[name].append(spent)
     best = {name: min(times) for name, times in seconds.items()}
     report: dict[str, Any] = {
         "checkpoint": str(path),
-        "clean_accuracy": details["cascade_checks_0"]["clean_accuracy"],
         "robust_accuracy": {name: round(value, 4) for name, value in accuracy.items()},
         "seconds": {name: round(value, 3) for name, value in best.items()},
         "seconds_per_round": {name: [round(value, 2) for value in times] for name, times in seconds.items()},
-        "every_example_over_cascade": round(best["every_example"] / best["cascade"], 2),
-        # Input gradients computed: independent of the machine and its load, unlike seconds.
-        "gradient_evaluations": {
-            "cascade": details["cascade_checks_0"]["gradient_evaluations"],
-            "every_example": len(three) * STEPS * len(x),
-            "torchattacks_pgd": STEPS * len(x),
-            "cascade_over_torchattacks_pgd": round(
-                details["cascade_checks_0"]["gradient_evaluations"] / (STEPS * len(x)), 2
-            ),
-        },
-        "checks_overhead": round(best["cascade_with_checks"] / best["cascade"], 2),
-        "cascade": details["cascade_checks_0"],
-        "checks": {"examples": len(x), "warnings": details[f"cascade_checks_{len(x)}"]["warnings"]},
+        **{f"hmcam_{suite}_details": details[suite] for suite in suites if suite in details},
     }
-    if "torchattacks_pgd" in best:
-        report["cascade_over_torchattacks_pgd"] = round(best["cascade"] / best["torchattacks_pgd"], 2)
-        report["every_example_over_torchattacks_pgd"] = round(best["every_example"] / best["torchattacks_pgd"], 2)
-    else:
+    for mine, reference in (("hmcam_autoattack", "torchattacks_autoattack"), ("hmcam_paper", "torchattacks_pgd")):
+        if mine in best and reference in best:
+            report[f"{mine}_over_{reference}"] = round(best[mine] / best[reference], 2)
+    if "hmcam_autoattack" in accuracy and "torchattacks_autoattack" in accuracy:
+        report["autoattack_difference_points"] = round(
+            100 * (accuracy["hmcam_autoattack"] - accuracy["torchattacks_autoattack"]), 2
+        )
+    if not theirs:
         report["torchattacks"] = "not installed: pip install --no-deps torchattacks (needs scipy)"
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train or load the two checkpoints, time the variants on each and print the JSON report."""
-    parser = argparse.ArgumentParser(description="Speed of the worst-case robust evaluation over three attacks.")
-    parser.add_argument("--examples", type=int, default=500, help="test images evaluated (default 500)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds; the minimum is kept")
+    parser = argparse.ArgumentParser(description="Speed and faithfulness of hmcam's robust evaluation suites.")
+    parser.add_argument("--examples", type=int, default=200, help="test images evaluated (default 200)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved timing rounds; the minimum is kept")
+    parser.add_argument("--suites", default="autoattack,paper", help="suites to measure (autoattack and/or paper)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--eps", type=float, default=0.1, help="L-inf radius for training and evaluation")
     parser.add_argument("--train-examples", type=int, default=10000, help="training subset of the checkpoints")
     parser.add_argument("--cache", default="runs/bench-evaluation", help="folder of the cached checkpoints")
@@ -198,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    suites = [suite.strip() for suite in args.suites.split(",")]
+    if not suites or not set(suites) <= {"autoattack", "paper"}:
+        parser.error(f"--suites takes autoattack and/or paper, got {args.suites!r}")
+    device = torch.device(args.device)
     methods = [method.strip() for method in args.methods.split(",")]
     if not methods or not set(methods) <= {"natural", "pgd"}:
         parser.error(f"--methods takes natural and/or pgd, got {args.methods!r}")
@@ -207,16 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     models = {}
     for method in methods:
         path = checkpoint(cache / f"eps{args.eps:g}-n{args.train_examples}", method, args.eps, args.train_examples)
-        models[method] = measure(path, loaded, args.eps, args.rounds)
+        models[method] = measure(path, loaded, args.eps, args.rounds, suites, device)
     report = {
-        "benchmark": "worst case over PGD-20, M-PGD-20 and CW-L-inf-20 (seconds: minimum over rounds)",
+        "benchmark": "robust evaluation suites against torchattacks (seconds: minimum over rounds)",
         "dataset": DATASET,
         "model": MODEL,
         "examples": args.examples,
         "eps": args.eps,
         "batch_size": BATCH_SIZE,
-        "targets": {"cascade_over_torchattacks_pgd (adversarially trained)": 1.0},
-        "device": "cpu",
+        "targets": {
+            "hmcam_autoattack_over_torchattacks_autoattack (both models)": 0.6,
+            "|autoattack_difference_points| (both models)": 0.5,
+            "hmcam_paper_over_torchattacks_pgd (adversarially trained)": 1.0,
+        },
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

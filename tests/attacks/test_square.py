@@ -81,6 +81,9 @@ def test_schedule_and_patterns_equal_torchattacks_port(digits_model) -> None:
     for n_queries in (7, 300, 5000):
         port.n_queries = n_queries
         assert all(square_fraction(i, n_queries, 0.8) == port.p_selection(i) for i in range(n_queries))
+    # AutoAttack's Square keeps the 10,000-query thresholds (resc_schedule=False).
+    port.rescale_schedule = False
+    assert all(square_fraction(i, 5000, 0.8, rescale=False) == port.p_selection(i) for i in range(5000))
     for rows, cols in [(0, 3), (1, 1), (1, 3), (2, 5), (3, 3), (4, 9), (7, 7)]:
         ours = _rectangle(rows, cols, dtype=torch.float32, device=CPU)
         torch.testing.assert_close(ours, port.eta_rectangles(rows, cols))

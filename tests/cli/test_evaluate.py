@@ -96,7 +96,7 @@ def test_eps_comes_from_the_checkpoint_or_the_command_line(capsys, checkpoint, t
     code, printed, _ = run(capsys, "eval", str(evaluated), "--attacks", "fgsm", *FAST)
     assert code == 0 and json.loads(printed)["eps"] == 0.03
     bare = write_checkpoint(tmp_path / "bare.safetensors", {})
-    fails_cleanly(capsys, ["eval", str(bare), *FAST], "records no training eps", "pass --eps")
+    fails_cleanly(capsys, ["eval", str(bare), *FAST, "--attacks", "fgsm"], "records no training eps", "pass --eps")
 
 
 @pytest.mark.parametrize(
@@ -111,6 +111,10 @@ def test_eps_comes_from_the_checkpoint_or_the_command_line(capsys, checkpoint, t
         (["--attacks", "cw"], "cw searches for a minimal perturbation"),
         (["--eps", "-1"], "eps must be a finite number > 0"),
         (["--eps", "nan"], "eps must be a finite number > 0"),
+        (["--suite", "nope"], "unknown suite 'nope'; choose one of"),
+        (["--suite", "autoattack", "--steps", "5"], "suite autoattack fixes its attacks' settings"),
+        (["--steps", "5"], "suite autoattack fixes its attacks' settings"),
+        (["--suite", "paper", "--attacks", "pgd"], "give --suite or --attacks, not both"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(capsys, checkpoint, options, fragment) -> None:
@@ -120,17 +124,27 @@ def test_bad_input_is_one_line_and_exit_status_2(capsys, checkpoint, options, fr
 def test_out_must_be_a_folder(capsys, checkpoint, tmp_path) -> None:
     blocker = tmp_path / "file.json"
     blocker.write_text("not a folder")
-    fails_cleanly(capsys, ["eval", str(checkpoint), *FAST, "--out", str(blocker)], f"{blocker} is a file")
-    fails_cleanly(capsys, ["eval", str(checkpoint), *FAST, "--out", str(blocker / "run")], f"{blocker} is a file")
+    fails_cleanly(
+        capsys, ["eval", str(checkpoint), *FAST, "--attacks", "fgsm", "--out", str(blocker)], f"{blocker} is a file"
+    )
+    fails_cleanly(
+        capsys,
+        ["eval", str(checkpoint), *FAST, "--attacks", "fgsm", "--out", str(blocker / "run")],
+        f"{blocker} is a file",
+    )
     assert blocker.read_text() == "not a folder"
-    fails_cleanly(capsys, ["eval", str(tmp_path / "missing.safetensors"), *FAST], "missing.safetensors")
+    fails_cleanly(
+        capsys, ["eval", str(tmp_path / "missing.safetensors"), *FAST, "--attacks", "fgsm"], "missing.safetensors"
+    )
 
 
 def test_device_option(capsys, checkpoint) -> None:
     code, _, err = run(capsys, "eval", str(checkpoint), "--attacks", "fgsm", *FAST, "--device", "cpu")
     assert code == 0, err
     if not torch.cuda.is_available():
-        fails_cleanly(capsys, ["eval", str(checkpoint), *FAST, "--device", "cuda"], "CUDA is not available")
+        fails_cleanly(
+            capsys, ["eval", str(checkpoint), *FAST, "--attacks", "fgsm", "--device", "cuda"], "CUDA is not available"
+        )
 
 
 def test_standalone_numbers_and_the_transfer_check(capsys, checkpoint, tmp_path) -> None:

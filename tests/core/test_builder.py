@@ -9,7 +9,7 @@ import torch
 
 from hmcam.attacks import ATTACK_REGISTRY, CW, FGSM, HMCAM, PGD, attack_arguments
 from hmcam.core.builder import Registry, accepted_arguments, build
-from hmcam.evaluation.runner import build_attack
+from hmcam.evaluation.suites import attack_list
 from hmcam.experiments.attack_run import AttackSettings
 from hmcam.models.registry import ARCHITECTURES, build_model
 from hmcam.training.methods import PGDTraining
@@ -117,12 +117,13 @@ def test_architecture_registry() -> None:
         build(ARCHITECTURES, "resnet33")
 
 
-def test_build_attack_passes_steps_and_alpha_only_where_taken() -> None:
-    fgsm = build_attack("fgsm", MODEL, eps=0.2, norm="l2", steps=7, alpha=0.5, seed=4)
+def test_an_attack_list_passes_steps_only_where_taken() -> None:
+    fgsm_spec, pgd_spec = attack_list(["fgsm", "pgd"], 7, 1)
+    fgsm = fgsm_spec.build(MODEL, eps=0.2, norm="l2", seed=4)
     assert isinstance(fgsm, FGSM) and fgsm.eps == 0.2 and fgsm.seed == 4
-    pgd = build_attack("pgd", MODEL, eps=0.2, norm="linf", steps=7, alpha=0.5, seed=4)
+    pgd = pgd_spec.with_options(alpha=0.5).build(MODEL, eps=0.2, norm="linf", seed=4)
     assert isinstance(pgd, PGD) and (pgd.steps, pgd.alpha) == (7, 0.5)
-    assert build_attack("pgd", MODEL, eps=0.2, norm="linf", steps=7, alpha=None, seed=4).alpha is None
+    assert pgd_spec.build(MODEL, eps=0.2, norm="linf", seed=4).alpha is None
 
 
 def test_attack_settings_send_each_field_where_it_is_taken() -> None:

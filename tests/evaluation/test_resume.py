@@ -10,6 +10,7 @@ import torch
 
 from hmcam.core.distributed import DistributedContext
 from hmcam.evaluation import EvaluationState, RobustEvaluation, evaluate_robustness
+from hmcam.evaluation.stages import plan
 
 ATTACKS = ["fgsm", "pgd", "cwlinf"]
 SETTINGS = dict(eps=0.1, steps=4, restarts=2, batch_size=24, check_examples=30, progress=False)
@@ -51,7 +52,7 @@ def test_an_interrupted_evaluation_resumes_to_the_same_numbers(digits_model, ref
     with pytest.raises(Interrupt):
         evaluate_robustness(digits_model, x, y, ATTACKS, **SETTINGS, state_dir=tmp_path, callback=kill_in_chunk_one)
     saved = EvaluationState.load(tmp_path / "rank0.safetensors")
-    assert saved.completed.tolist()[:2] == [len(expected.config.stages()), 3] and saved.completed[2] == 0
+    assert saved.completed.tolist()[:2] == [len(plan(expected.config)), 3] and saved.completed[2] == 0
     before = len(stages)
 
     def record(chunk: int, stage: str) -> None:

@@ -25,6 +25,7 @@ from hmcam.attacks.chain import (
 )
 from hmcam.attacks.cw import CW
 from hmcam.attacks.daa import DAA, Blob
+from hmcam.attacks.fab import FAB, FABT
 from hmcam.attacks.fgsm import FGSM
 from hmcam.attacks.hmc import HMC
 from hmcam.attacks.hmcam import HMCAM
@@ -54,6 +55,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "square": Square,
     "apgd": APGD,
     "apgd-t": APGDT,
+    "fab": FAB,
+    "fab-t": FABT,
 }
 
 
@@ -96,6 +99,8 @@ __all__ = [
     "ChainAttack",
     "ChainResult",
     "DAA",
+    "FAB",
+    "FABT",
     "FGSM",
     "HMC",
     "HMCAM",

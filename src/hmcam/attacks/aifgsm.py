@@ -11,7 +11,7 @@ from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.ifgsm import IFGSM
-from hmcam.attacks.loop import StepRule
+from hmcam.attacks.loop import StepRule, rows
 from hmcam.core.validate import check_positive_float, check_unit_interval
 
 ALPHA_SCALES = ("example", "batch")
@@ -78,6 +78,8 @@ class AccumulatedMomentum(StepRule):
     then K(v_0) per example.
     """
 
+    per_example_state = True
+
     def __init__(
         self,
         alpha: Tensor | float,
@@ -122,6 +124,13 @@ class AccumulatedMomentum(StepRule):
     @override
     def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
         return ball.step(point, self.size(grad, t), self.velocity)
+
+    @override
+    def subset(self, keep: Tensor) -> None:
+        # alpha and delta were scaled by the whole batch's size (alpha_scale="batch"), which stays.
+        self.alpha, self.cap = rows(self.alpha, keep), rows(self.cap, keep)
+        self.velocity, self.second = rows(self.velocity, keep), rows(self.second, keep)
+        self.second_max, self.initial_kinetic = rows(self.second_max, keep), rows(self.initial_kinetic, keep)
 
 
 class AIFGSM(IFGSM):

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.loop import IterativeAttack
+from hmcam.attacks.loop import ActiveSet, IterativeAttack, rows
 from hmcam.attacks.losses import LossFunction
 from hmcam.attacks.norms import L1Norm, LinfNorm, per_example
-from hmcam.core.validate import check_positive_int, check_unit_interval
+from hmcam.core.validate import check_flag, check_positive_int, check_unit_interval
 
 MOMENTUM = 0.75
 
@@ -103,6 +103,11 @@ class Search:
         """The last adversarial iterate where one was found, else the highest-objective point."""
         return torch.where(per_example(self.fooled, self.best), self.adversarial, self.best)
 
+    def subset(self, keep: Tensor) -> None:
+        """Keep the state of the examples at ``keep`` (a 1-D index into the batch) only."""
+        self.best, self.best_grad, self.adversarial = self.best[keep], self.best_grad[keep], self.adversarial[keep]
+        self.best_objective, self.fooled = self.best_objective[keep], self.fooled[keep]
+
 
 class APGD(IterativeAttack):
     """Auto-PGD (Croce & Hein 2020): PGD with momentum and a step size halved at checkpoints.
@@ -119,6 +124,8 @@ class APGD(IterativeAttack):
     least) unless the best point got sparser (then reset to eps, restarting from it), and points
     are projected exactly on the L1 ball intersected with the bounds. Returned: the last iterate
     that fooled the model, else the highest-J point. Restarts run on the examples still unfooled.
+    ``early_exit=True`` returns the first fooling iterate instead and drops fooled examples from
+    the run at steps 1, 2, 4, 8, ... (:class:`~hmcam.attacks.loop.ActiveSet`).
 
     APGD needs its own loop rather than :meth:`IterativeAttack.descend`: its step size and restart
     point depend on the whole run's history (checkpoints, best point and its gradient), and its
@@ -143,6 +150,7 @@ class APGD(IterativeAttack):
         targeted: bool = False,
         loss: str | LossFunction | None = None,
         seed: int | None = None,
+        early_exit: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -158,6 +166,7 @@ class APGD(IterativeAttack):
             seed=seed,
         )
         self.rho = check_unit_interval("rho", rho)
+        self.early_exit = check_flag("early_exit", early_exit)
 
     # ------------------------------------------------------------------------------ geometry
     def project(self, ball: Ball, point: Tensor) -> Tensor:
@@ -181,23 +190,47 @@ class APGD(IterativeAttack):
     # ------------------------------------------------------------------------------ one run
     @override
     def run(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.search(ball, y, generator).result()
+        return self.search(ball, y, generator)[0]
 
-    def search(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> Search:
-        """One APGD run of ``steps`` gradient evaluations after the start."""
+    def search(self, ball: Ball, y: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """One APGD run of ``steps`` gradient evaluations after the start.
+
+        Returns the points of the whole batch, whether each fooled the model, and the best objective
+        (+inf for an example that left the run early).
+        """
         point = self.start(ball, generator)
         objective, logits, grad = self.gradient(point, y)
-        state = Search(point, grad, objective, point, self.outcome(logits, y))
+        fooled = self.outcome(logits, y)
+        state = Search(point, grad, objective, point, fooled)
+        active = ActiveSet(point, self.steps) if self.early_exit else None
+        if active is not None:
+            active.record(point, fooled)
         if isinstance(ball.norm, L1Norm):
-            self.ascend_l1(ball, y, state, point, grad)
+            self.ascend_l1(ball, y, state, point, grad, active)
         else:
             # The reference counts the first window's rises against an unfilled (zero) loss record, not
             # the start's J: a CE step always counts as a rise there, a DLR step of a correct example never.
-            self.ascend(ball, y, state, point, grad, torch.zeros_like(objective))
-        return state
+            self.ascend(ball, y, state, point, grad, torch.zeros_like(objective), active)
+        if active is None:
+            return state.result(), state.fooled, state.best_objective
+        best = torch.full_like(objective, math.inf)
+        best[active.index] = state.best_objective
+        return active.finish(state.result()), active.fooled, best
 
-    def ascend(self, ball: Ball, y: Tensor, state: Search, point: Tensor, grad: Tensor, last: Tensor) -> None:
-        """L-inf / L2 APGD: momentum steps, step halving and restarts from the best point at checkpoints."""
+    def ascend(
+        self,
+        ball: Ball,
+        y: Tensor,
+        state: Search,
+        point: Tensor,
+        grad: Tensor,
+        last: Tensor,
+        active: ActiveSet | None = None,
+    ) -> None:
+        """L-inf / L2 APGD: momentum steps, step halving and restarts from the best point at checkpoints.
+
+        With ``active``, fooled examples leave ``state`` (and the run) at the steps it says.
+        """
         step = 2 * ball.eps
         marks = set(checkpoints(self.steps))
         previous, since = point, 0
@@ -209,19 +242,36 @@ class APGD(IterativeAttack):
             z = ball.project(point + step * ball.norm.direction(grad))
             point = z if k == 0 else ball.project(point + MOMENTUM * (z - point) + (1 - MOMENTUM) * momentum)
             objective, logits, grad = self.gradient(point, y)
-            state.record(point, objective, grad, self.outcome(logits, y))
+            fooled = self.outcome(logits, y)
+            state.record(point, objective, grad, fooled)
+            if active is not None:
+                active.record(point, fooled)
             rises, last, since = rises + (objective > last).to(rises.dtype), objective, since + 1
             if k + 1 in marks:
                 stalled = ~halved & (best_at_mark >= state.best_objective)
                 halved = (rises <= self.rho * since) | stalled
                 best_at_mark, rises, since = state.best_objective, torch.zeros_like(rises), 0
-                rows = per_example(halved, point)
-                step = torch.where(rows, step / 2, step)
-                point = torch.where(rows, state.best, point)
-                grad = torch.where(rows, state.best_grad, grad)
+                halving = per_example(halved, point)
+                step = torch.where(halving, step / 2, step)
+                point = torch.where(halving, state.best, point)
+                grad = torch.where(halving, state.best_grad, grad)
+            keep = active.compact() if active is not None and active.due(k + 1) else None
+            if keep is not None:
+                state.subset(keep)
+                ball, y, point, previous, grad = ball.subset(keep), y[keep], point[keep], previous[keep], grad[keep]
+                step, rises, last, halved, best_at_mark = (
+                    rows(value, keep) for value in (step, rises, last, halved, best_at_mark)
+                )
+                if keep.numel() == 0:
+                    break
 
-    def ascend_l1(self, ball: Ball, y: Tensor, state: Search, point: Tensor, grad: Tensor) -> None:
-        """L1-APGD (Croce & Hein 2021): sparse sign steps with adaptive sparsity and step size."""
+    def ascend_l1(
+        self, ball: Ball, y: Tensor, state: Search, point: Tensor, grad: Tensor, active: ActiveSet | None = None
+    ) -> None:
+        """L1-APGD (Croce & Hein 2021): sparse sign steps with adaptive sparsity and step size.
+
+        With ``active``, fooled examples leave ``state`` (and the run) at the steps it says.
+        """
         dims = point[0].numel()
         full = ball.eps
         step = full
@@ -236,16 +286,26 @@ class APGD(IterativeAttack):
             count = per_example(signs.abs().flatten(1).sum(dim=1), signs)
             point = self.project(ball, point + step * signs / (count + 1e-10))
             objective, logits, grad = self.gradient(point, y)
-            state.record(point, objective, grad, self.outcome(logits, y))
+            fooled = self.outcome(logits, y)
+            state.record(point, objective, grad, fooled)
+            if active is not None:
+                active.record(point, fooled)
             if (k + 1) % window == 0:
                 current = (state.best - ball.center).flatten(1).ne(0).sum(dim=1).to(point.dtype)
                 sparser = current < 0.95 * sparsity
                 fraction, sparsity = current / dims / 1.5, current
-                rows = per_example(sparser, point)
-                step = torch.where(rows, full, step / 1.5)
+                restarting = per_example(sparser, point)
+                step = torch.where(restarting, full, step / 1.5)
                 step = torch.minimum(torch.maximum(step, full / 10), full)
-                point = torch.where(rows, state.best, point)
-                grad = torch.where(rows, state.best_grad, grad)
+                point = torch.where(restarting, state.best, point)
+                grad = torch.where(restarting, state.best_grad, grad)
+            keep = active.compact() if active is not None and active.due(k + 1) else None
+            if keep is not None:
+                state.subset(keep)
+                ball, y, point, grad = ball.subset(keep), y[keep], point[keep], grad[keep]
+                full, step, fraction, sparsity = (rows(value, keep) for value in (full, step, fraction, sparsity))
+                if keep.numel() == 0:
+                    break
 
     # ------------------------------------------------------------------------------ restarts
     @override
@@ -264,11 +324,11 @@ class APGD(IterativeAttack):
         index = (~fooled).nonzero().squeeze(1)
         if index.numel() == 0:
             return
-        state = self.search(ball.subset(index), y[index], generator)
-        keep = state.fooled | (state.best_objective > best[index])
-        result[index[keep]] = state.result()[keep]
-        best[index[keep]] = state.best_objective[keep]
-        fooled[index] = fooled[index] | state.fooled
+        points, found, objective = self.search(ball.subset(index), y[index], generator)
+        keep = found | (objective > best[index])
+        result[index[keep]] = points[keep]
+        best[index[keep]] = objective[keep]
+        fooled[index] = fooled[index] | found
 
 
 class APGDT(APGD):
@@ -297,9 +357,19 @@ class APGDT(APGD):
         norm: str = "linf",
         bounds: tuple[float, float] = (0.0, 1.0),
         seed: int | None = None,
+        early_exit: bool = False,
     ) -> None:
         super().__init__(
-            model, eps, steps, restarts, rho=rho, random_start=random_start, norm=norm, bounds=bounds, seed=seed
+            model,
+            eps,
+            steps,
+            restarts,
+            rho=rho,
+            random_start=random_start,
+            norm=norm,
+            bounds=bounds,
+            seed=seed,
+            early_exit=early_exit,
         )
         self.n_target_classes = check_positive_int("n_target_classes", n_target_classes)
 

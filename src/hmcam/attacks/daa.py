@@ -10,7 +10,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
-from hmcam.attacks.loop import StepRule
+from hmcam.attacks.loop import StepRule, rows
 from hmcam.attacks.losses import margin
 from hmcam.attacks.pgd import PGD
 from hmcam.core.validate import check_positive_float
@@ -47,7 +47,13 @@ def blob_interaction(points: Tensor, grads: Tensor, c: float) -> Tensor:
 
 
 class Blob(StepRule):
-    """DAA's step: a steepest-ascent step of size alpha along the particles' blob interaction."""
+    """DAA's step: a steepest-ascent step of size alpha along the particles' blob interaction.
+
+    The interaction couples the examples of the batch (the particles), so dropping fooled ones
+    would change the steps of the others: with early exit every example runs to the end.
+    """
+
+    per_example_state = False
 
     def __init__(self, alpha: Tensor | float, c: float) -> None:
         self.alpha = alpha
@@ -56,6 +62,10 @@ class Blob(StepRule):
     @override
     def step(self, ball: Ball, point: Tensor, grad: Tensor, t: int) -> Tensor:
         return ball.step(point, self.alpha, blob_interaction(point, grad, self.c))
+
+    @override
+    def subset(self, keep: Tensor) -> None:
+        self.alpha = rows(self.alpha, keep)
 
 
 class DAA(PGD):

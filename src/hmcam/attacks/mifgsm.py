@@ -10,7 +10,7 @@ from typing_extensions import override
 
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.ifgsm import IFGSM
-from hmcam.attacks.loop import StepRule
+from hmcam.attacks.loop import StepRule, rows
 from hmcam.attacks.norms import per_example
 from hmcam.core.validate import check_non_negative_float
 
@@ -22,6 +22,8 @@ class Momentum(StepRule):
     are not drowned by the momentum.
     """
 
+    per_example_state = True
+
     def __init__(self, alpha: Tensor | float, decay: float) -> None:
         self.alpha = alpha
         self.decay = decay
@@ -32,6 +34,10 @@ class Momentum(StepRule):
         l1 = grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12)
         self.momentum = self.decay * self.momentum + grad / per_example(l1, grad)
         return ball.step(point, self.alpha, self.momentum)
+
+    @override
+    def subset(self, keep: Tensor) -> None:
+        self.alpha, self.momentum = rows(self.alpha, keep), rows(self.momentum, keep)
 
 
 class MIFGSM(IFGSM):

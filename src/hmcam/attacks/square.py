@@ -37,14 +37,14 @@ SCHEDULE: tuple[tuple[int, int], ...] = (
 LAST_DIVISOR = 512
 
 
-def square_fraction(iteration: int, n_queries: int, p_init: float) -> float:
+def square_fraction(iteration: int, n_queries: int, p_init: float, rescale: bool = True) -> float:
     """The fraction p of the image a window covers at ``iteration`` (0-based) of ``n_queries``.
 
-    The reference's ``p_selection`` with its schedule rescaled to the budget: the iteration is
-    mapped to ``int(iteration / n_queries * 10000)`` and p_init is halved at each threshold of
-    :data:`SCHEDULE` it has passed (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000).
+    The reference's ``p_selection``: p_init is halved at each threshold of :data:`SCHEDULE` the
+    iteration has passed (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000); with ``rescale`` (the
+    reference's ``resc_schedule``) the iteration is first mapped to ``int(iteration / n_queries * 10000)``.
     """
-    scaled = int(iteration / n_queries * 10000)
+    scaled = int(iteration / n_queries * 10000) if rescale else iteration
     for threshold, divisor in SCHEDULE:
         if scaled <= threshold:
             return p_init / divisor
@@ -105,6 +105,8 @@ class Square(Attack):
     A window's corner is the original's ``int(u * (H - s))``, which never reaches the last row and
     column (they change only at the start); ``every_corner=True`` draws it uniformly over all
     ``H - s + 1`` positions, which is stronger on small images (docs/paper-notes.md).
+    ``rescale_schedule=False`` keeps the schedule's thresholds at their 10,000-query values, as
+    AutoAttack runs Square (5,000 queries, ``resc_schedule=False``).
 
     After a call, :attr:`queries` holds each example's number of model queries, the paper's count:
     0 for an input already misclassified, else 1 for the start plus 1 per proposal, summed over
@@ -137,10 +139,12 @@ class Square(Attack):
         *,
         norm: str = "linf",
         every_corner: bool = False,
+        rescale_schedule: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, eps, norm=norm, **kwargs)
         self.every_corner = check_flag("every_corner", every_corner)
+        self.rescale_schedule = check_flag("rescale_schedule", rescale_schedule)
         if self.norm.name not in ("linf", "l2"):
             raise ValueError(f"Square supports norm 'linf' or 'l2', got {norm!r}")
         if kwargs.get("loss") is None and self.targeted:
@@ -185,7 +189,7 @@ class Square(Attack):
             todo = (~success).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            p = square_fraction(iteration, self.n_queries, self.p_init)
+            p = square_fraction(iteration, self.n_queries, self.p_init, self.rescale_schedule)
             candidate = self.propose(ball.subset(todo), best[todo], p, generator)
             logits, candidate_objective = self.evaluate(candidate, y[todo])
             candidate_success = self.outcome(logits, y[todo])

@@ -1,7 +1,8 @@
 """``hmcam eval CHECKPOINT``: clean accuracy, robust accuracy per attack and the per-example worst case.
 
-A thin layer over :func:`hmcam.evaluation.evaluate_robustness`: it checks the options before any
-work, loads the checkpoint (and the ``--source`` checkpoint for the transfer check) and the first
+The attacks are ``--suite`` (default ``autoattack``, the reference's standard AutoAttack) or a list
+given with ``--attacks``. A thin layer over :func:`hmcam.evaluation.evaluate_robustness`: it checks
+the options before any work, loads the checkpoint (and the ``--source`` checkpoint for the transfer check) and the first
 ``--limit`` examples of the evaluation split, takes eps from the checkpoint's training metadata
 unless ``--eps`` is given, shards the examples over the processes under ``torchrun``, keeps the
 resumable state in ``--out/state`` and writes the run folder into ``--out`` (``config.json``,
@@ -17,8 +18,9 @@ from typing import Any
 
 from hmcam.cli.common import add_data_options, add_device_option, check_output_folder, checkpoint_and_data
 
-# The same list as hmcam.evaluation.DEFAULT_ATTACKS, spelled out so that `hmcam --help` needs no torch import.
-DEFAULT_ATTACKS = "fgsm,pgd,mpgd,cwlinf"
+# The names of hmcam.evaluation.SUITES, spelled out so that `hmcam --help` needs no torch import.
+SUITE_NAMES = ("autoattack", "autoattack-plus", "autoattack-rand", "paper", "fast")
+DEFAULT_SUITE = "autoattack"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,18 +31,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("checkpoint")
     add_data_options(parser)
     parser.add_argument(
+        "--suite",
+        help=f"a named set of attacks: {', '.join(SUITE_NAMES)} (default {DEFAULT_SUITE}, the reference's standard "
+        "AutoAttack); see docs/evaluation.md",
+    )
+    parser.add_argument(
         "--attacks",
         "--attack",
         dest="attacks",
-        default=DEFAULT_ATTACKS,
-        help=f"comma-separated attack names, run cheapest first (default {DEFAULT_ATTACKS}); see `hmcam attacks`",
+        help="comma-separated attack names instead of a suite, run cheapest first; see `hmcam attacks`",
     )
     parser.add_argument(
         "--eps", type=float, help="radius of the threat model's ball (default: the checkpoint's training eps)"
     )
     parser.add_argument("--norm", default="linf", choices=("linf", "l2", "l1"))
-    parser.add_argument("--steps", type=int, default=20, help="gradient steps of each iterative attack (default 20)")
-    parser.add_argument("--restarts", type=int, default=1, help="runs of each attack with a random start (default 1)")
+    parser.add_argument(
+        "--steps", type=int, help="gradient steps of each iterative attack (default 20; paper, fast or --attacks only)"
+    )
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        help="runs of each attack with a random start (default 1; paper, fast or --attacks only)",
+    )
     parser.add_argument(
         "--alpha", type=float, help="step size of the iterative attacks (default: each attack's own rule)"
     )
@@ -65,10 +77,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(run=run)
 
 
-def _check_options(args: argparse.Namespace) -> list[str]:
-    """The attack names; every option that can be wrong is checked here, before any loading."""
+def _check_options(args: argparse.Namespace) -> list[str] | None:
+    """The attack names (None for a suite); every option that can be wrong is checked here, before any loading."""
     from hmcam.attacks import get_attack
     from hmcam.core.validate import check_positive_float
+    from hmcam.evaluation import get_suite
 
     for option, value, least in (
         ("--batch-size", args.batch_size, 1),
@@ -83,13 +96,25 @@ def _check_options(args: argparse.Namespace) -> list[str]:
         check_positive_float("eps", args.eps)
     if args.alpha is not None:
         check_positive_float("alpha", args.alpha)
+    if args.out is not None:
+        check_output_folder(args.out)
+    if args.attacks is None:
+        suite = get_suite(DEFAULT_SUITE if args.suite is None else args.suite)
+        if not suite.tunable:
+            for option, value in (("--steps", args.steps), ("--restarts", args.restarts), ("--alpha", args.alpha)):
+                if value is not None:
+                    raise ValueError(
+                        f"suite {suite.name} fixes its attacks' settings, as the reference does; {option} applies to "
+                        "--suite paper, --suite fast and --attacks"
+                    )
+        return None
+    if args.suite is not None:
+        raise ValueError("give --suite or --attacks, not both")
     names = [name.strip().lower() for name in args.attacks.split(",")]
     if not all(names):
         raise ValueError(f"--attacks must be comma-separated attack names, got {args.attacks!r}")
     for name in names:
         get_attack(name)
-    if args.out is not None:
-        check_output_folder(args.out)
     return names
 
 
@@ -144,6 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             test.images,
             test.labels,
             names,
+            suite=None if names is not None else (args.suite or DEFAULT_SUITE),
             eps=eps,
             norm=args.norm,
             steps=args.steps,

@@ -2,13 +2,14 @@
 
 :mod:`~hmcam.evaluation.metrics` scores adversarial examples that an attack returned;
 :func:`evaluate_robustness` is the robust evaluation of a model: clean accuracy, robust accuracy
-per attack and the per-example worst case over several attacks, fast (a cascade that attacks only
-what is still robust), checked for gradient masking, resumable and shardable over processes;
+per attack and the per-example worst case over a suite of attacks (AutoAttack by default), fast
+(a cascade that attacks only what is still robust), checked for gradient masking, resumable and
+shardable over processes;
 :func:`diagnose` says how well a chain attack samples (acceptance, ESS and R-hat from
 :mod:`~hmcam.evaluation.mcmc`, diversity).
 """
 
-from hmcam.evaluation.config import DEFAULT_ATTACKS, EvaluationConfig, Stage
+from hmcam.evaluation.config import DEFAULT_ATTACKS, EvaluationConfig
 from hmcam.evaluation.mcmc import effective_sample_size, rhat
 from hmcam.evaluation.metrics import all_success, any_success, predict, robust_accuracy, success_rate
 from hmcam.evaluation.result import PER_ATTACK_NOTE, AttackReport, RobustEvaluation
@@ -21,10 +22,16 @@ from hmcam.evaluation.sampling import (
     label_entropy,
     mean_pairwise_distance,
 )
+from hmcam.evaluation.stages import Stage
 from hmcam.evaluation.state import EvaluationState
+from hmcam.evaluation.suites import DEFAULT_SUITE, SUITES, AttackSpec, Suite, get_suite
 
 __all__ = [
     "AttackReport",
+    "AttackSpec",
+    "DEFAULT_SUITE",
+    "SUITES",
+    "Suite",
     "ChainDiagnostics",
     "DEFAULT_ATTACKS",
     "EvaluationConfig",
@@ -39,6 +46,7 @@ __all__ = [
     "distinct_labels",
     "effective_sample_size",
     "evaluate_robustness",
+    "get_suite",
     "label_entropy",
     "mean_pairwise_distance",
     "predict",

@@ -21,13 +21,21 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hmcam.core.distributed import DistributedContext, all_gather_bytes
-from hmcam.evaluation.config import DERIVED_SETTINGS, EvaluationConfig, Stage
-from hmcam.evaluation.masking import one_step_warnings, restart_warning, steps_warning, tolerance, transfer_warning
-from hmcam.evaluation.metrics import predict
+from hmcam.evaluation.config import DERIVED_SETTINGS, EvaluationConfig
+from hmcam.evaluation.masking import (
+    black_box_warning,
+    one_step_warnings,
+    restart_warning,
+    steps_warning,
+    tolerance,
+    transfer_warning,
+)
 from hmcam.evaluation.result import AttackReport, RobustEvaluation, fraction
-from hmcam.evaluation.runner import Outcome, attack_and_verify, build_attack, derive_seed
+from hmcam.evaluation.stages import Chunk, Models, Stage, plan
 from hmcam.evaluation.state import EvaluationState, load_states
 
+#: Attacks that read only the model's scores: beating the gradient attacks, they signal gradient masking.
+BLACK_BOX_ATTACKS = ("square",)
 #: The state file of each process in the state folder.
 STATE_FILE_FORMAT = "rank{rank}.safetensors"
 
@@ -60,7 +68,8 @@ class Cascade:
         self.labels = labels.to(images.device).long()
         self.labels_cpu = labels.detach().cpu().long()
         self.state_dir, self.progress, self.callback = state_dir, progress, callback
-        self.stages = config.stages()
+        self.stages = plan(config)
+        self.models = Models(model, source)
         self.state = EvaluationState.empty(
             config.to_dict(), config.examples, len(config.attacks), config.chunks, len(self.stages)
         )
@@ -70,81 +79,17 @@ class Cascade:
         size = self.config.batch_size
         return chunk * size, min(self.config.examples, (chunk + 1) * size)
 
-    def select(self, stage: Stage, chunk: int) -> Tensor:
-        """Which examples of ``chunk`` the stage attacks (a CPU bool mask over the chunk)."""
-        low, high = self.bounds(chunk)
-        state = self.state
-        correct = state.clean_prediction[low:high] == self.labels_cpu[low:high]
-        checked = torch.arange(low, high) < self.config.check_examples
-        if stage.kind == "attack":
-            # Attacks later in the order have not run on this chunk yet, so their columns are all -1.
-            return correct & (state.cascade_restart[:, low:high] < 0).all(dim=0)
-        if stage.kind == "complete":
-            scope = correct & ~state.reached[stage.attack, low:high]
-            if not self.config.standalone:
-                scope &= checked
-            return scope & (state.standalone_restart[stage.attack, low:high] < 0)
-        return correct & checked
-
     def run_stage(self, stage: Stage, chunk: int) -> int:
         """Run ``stage`` on ``chunk``, record what it found and return its input-gradient evaluations."""
-        config, state = self.config, self.state
         low, high = self.bounds(chunk)
-        if stage.kind == "clean":
-            prediction = predict(self.model, self.images[low:high], batch_size=config.batch_size).cpu()
-            state.clean_prediction[low:high] = prediction
-            state.adversarial_prediction[low:high] = prediction
-            return 0
-        local = self.select(stage, chunk).nonzero().squeeze(1)
-        if local.numel() == 0:
-            return 0
-        index = local + low
-        on_device = index.to(self.images.device)
-        x, y = self.images[on_device], self.labels[on_device]
-        seed = derive_seed(config.seed, chunk, stage.label(config.attacks))
-        outcome: Outcome
-        if stage.kind == "transfer":
-            assert self.source is not None and config.transfer_attack is not None
-            attack = build_attack(
-                config.transfer_attack,
-                self.source,
-                eps=config.eps,
-                norm=config.norm,
-                steps=config.steps,
-                alpha=config.alpha,
-                seed=seed,
-            )
-            outcome = attack_and_verify(attack, x, y, target=self.model)
-        else:
-            steps = config.half_steps if stage.kind == "half" else config.steps
-            attack = build_attack(
-                config.attacks[stage.attack],
-                self.model,
-                eps=config.eps,
-                norm=config.norm,
-                steps=steps,
-                alpha=config.alpha,
-                seed=seed,
-            )
-            outcome = attack_and_verify(attack, x, y)
-        hit = index[outcome.fooled]
-        if stage.kind == "attack":
-            if stage.restart == 0:
-                state.reached[stage.attack, index] = True
-            state.cascade_restart[stage.attack, hit] = stage.restart
-            state.adversarial_prediction[hit] = outcome.prediction[outcome.fooled]
-            state.perturbation[hit] = outcome.perturbation[outcome.fooled]
-        elif stage.kind == "complete":
-            if stage.restart == 0:
-                state.standalone_tried[stage.attack, index] = True
-            state.standalone_restart[stage.attack, hit] = stage.restart
-        elif stage.kind == "half":
-            state.half_tried[index] = True
-            state.half_fooled[hit] = True
-        else:
-            state.transfer_tried[index] = True
-            state.transfer_fooled[hit] = True
-        return outcome.gradients
+        view = Chunk(
+            index=chunk,
+            low=low,
+            high=high,
+            correct=self.state.clean_prediction[low:high] == self.labels_cpu[low:high],
+            checked=torch.arange(low, high) < self.config.check_examples,
+        )
+        return stage.run(self.config, self.state, view, self.models, self.images[low:high], self.labels[low:high])
 
     def run(self) -> RobustEvaluation:
         """Load any saved progress, run this process's chunks, gather every process's and summarize."""
@@ -268,6 +213,18 @@ class Cascade:
             )
             if message:
                 warnings.append(message)
+        gradient_free = {index for index, spec in enumerate(config.specs) if spec.attack in BLACK_BOX_ATTACKS}
+        for index in sorted(gradient_free):
+            earlier = [name for position, name in enumerate(config.attacks[:index]) if position not in gradient_free]
+            message = black_box_warning(
+                config.attacks[index],
+                reports[index].fooled,
+                config.examples,
+                tolerance(config.examples, self.margin),
+                earlier,
+            )
+            if message:
+                warnings.append(message)
         subset = config.check_examples
         checks: dict[str, Any] = {"examples": subset}
         if subset == 0:
@@ -296,29 +253,30 @@ class Cascade:
         one_step = {name: counts[name] for name, flag in zip(config.attacks, config.iterative, strict=True) if not flag}
         iterative = {name: counts[name] for name, flag in zip(config.attacks, config.iterative, strict=True) if flag}
         warnings += one_step_warnings(one_step, iterative, subset, slack, where)
-        if config.half_attack is not None:
-            index = config.attacks.index(config.half_attack)
+        if config.half is not None:
+            index = config.attacks.index(config.half.label)
+            half_steps, full_steps = int(config.half.options["steps"]), int(config.specs[index].options["steps"])
             half_robust, full_robust = robust_count(state.half_fooled), robust_count(single[index])
             checks["half_steps"] = {
-                "attack": config.half_attack,
-                "steps": config.half_steps,
+                "attack": config.half.label,
+                "steps": half_steps,
                 "robust_accuracy": half_robust / subset,
-                "full_steps": config.steps,
+                "full_steps": full_steps,
                 "full_steps_robust_accuracy": full_robust / subset,
             }
             message = steps_warning(
-                config.half_attack, config.half_steps, half_robust, config.steps, full_robust, subset, slack, where
+                config.half.label, half_steps, half_robust, full_steps, full_robust, subset, slack, where
             )
             if message:
                 warnings.append(message)
-        if config.transfer_attack is not None:
+        if config.transfer is not None:
             transfer_robust, white_robust = robust_count(state.transfer_fooled), int((robust & checked).sum())
             checks["transfer"] = {
-                "attack": config.transfer_attack,
+                "attack": config.transfer.label,
                 "robust_accuracy": transfer_robust / subset,
                 "white_box_robust_accuracy": white_robust / subset,
             }
-            message = transfer_warning(config.transfer_attack, transfer_robust, white_robust, subset, slack, where)
+            message = transfer_warning(config.transfer.label, transfer_robust, white_robust, subset, slack, where)
             if message:
                 warnings.append(message)
         return checks, warnings

@@ -17,96 +17,101 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hmcam.attacks import get_attack
+from hmcam.attacks import ATTACK_REGISTRY, Attack
 from hmcam.attacks.norms import NORMS
 from hmcam.core.validate import check_flag, check_non_negative_int, check_positive_float, check_positive_int
-from hmcam.evaluation.runner import build_attack, gradient_cost, is_iterative, is_random
+from hmcam.evaluation.runner import gradient_cost, is_iterative, is_random
+from hmcam.evaluation.suites import (
+    CUSTOM,
+    DEFAULT_RESTARTS,
+    DEFAULT_STEPS,
+    DEFAULT_SUITE,
+    PAPER_ATTACKS,
+    SUITES,
+    AttackSpec,
+    attack_list,
+    get_suite,
+)
 
-#: The attacks of ``hmcam eval`` by default, as given (they run cheapest first).
-DEFAULT_ATTACKS = ("fgsm", "pgd", "mpgd", "cwlinf")
+#: The attacks of the ``paper`` suite, as given (they run cheapest first).
+DEFAULT_ATTACKS = PAPER_ATTACKS
 #: The attack whose step count the masking check halves, when the evaluation includes it.
 HALF_STEPS_ATTACK = "pgd"
-#: The attack that crafts transfer examples on the source model.
+#: The attack that crafts transfer examples on the source model, for a suite that does not fix it.
 TRANSFER_ATTACK = "pgd"
 #: Configuration keys that follow from the others (and from the attack classes).
-DERIVED_SETTINGS = ("runs", "iterative", "costs", "half_attack", "half_steps", "transfer_attack")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of a chunk's evaluation: the clean pass, a cascade run, a standalone completion or a check.
-
-    ``kind`` is ``"clean"``, ``"attack"`` (restart ``restart`` of attack ``attack``, an index into
-    the run order, in the cascade), ``"complete"`` (the same run on the examples that an earlier
-    attack had fooled), ``"half"`` (the half-steps check of attack ``attack``) or ``"transfer"``.
-    """
-
-    kind: str
-    attack: int = -1
-    restart: int = 0
-
-    def label(self, attacks: Sequence[str]) -> str:
-        """A readable, stable name of the stage (also an input of its seed)."""
-        if self.kind in ("clean", "transfer"):
-            return self.kind
-        return f"{self.kind}:{attacks[self.attack]}:{self.restart}"
+DERIVED_SETTINGS = ("settings", "runs", "iterative", "costs", "half_attack", "half_steps", "transfer")
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """The resolved settings of one evaluation; a saved state must have been made with the same.
 
-    ``attacks`` is the run order (cheapest first, ties in the order given), ``requested`` the order
-    given; ``runs`` is each attack's number of runs (``restarts`` for attacks with randomness, 1 for
-    deterministic ones such as FGSM), ``iterative`` and ``costs`` (gradients per run) describe them.
-    ``fingerprints`` identify the data, the model and the source model.
+    ``suite`` names the evaluation (a name of :data:`~hmcam.evaluation.suites.SUITES`, or ``custom``
+    for a list of attacks); ``specs`` are its attacks in run order (a suite's own order, or cheapest
+    first for the ``paper`` suite and a list), ``requested`` their labels in the order given.
+    ``iterative`` and ``costs`` (gradients per run) describe them. ``steps`` and ``restarts`` are
+    those of a tunable suite (None for a fixed one). ``half`` is the attack of the half-steps
+    masking check, ``transfer`` the attack run on the source model. ``fingerprints`` identify the
+    data, the model and the source model.
     """
 
-    attacks: tuple[str, ...]
+    suite: str
+    specs: tuple[AttackSpec, ...]
     requested: tuple[str, ...]
-    runs: tuple[int, ...]
     iterative: tuple[bool, ...]
     costs: tuple[int, ...]
     eps: float
     norm: str
-    steps: int
-    restarts: int
+    steps: int | None
+    restarts: int | None
     alpha: float | None
     batch_size: int
     seed: int
     standalone: bool
     check_examples: int
-    half_attack: str | None
-    half_steps: int
-    transfer_attack: str | None
+    half: AttackSpec | None
+    transfer: AttackSpec | None
     examples: int
     fingerprints: dict[str, str | None]
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        """The attacks' labels in run order."""
+        return tuple(spec.label for spec in self.specs)
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        """Each attack's number of runs in run order."""
+        return tuple(spec.runs for spec in self.specs)
+
+    @property
+    def half_attack(self) -> str | None:
+        """The label of the half-steps check's attack, if that check runs."""
+        return None if self.half is None else self.half.label
 
     @property
     def chunks(self) -> int:
         """The number of fixed chunks of ``batch_size`` examples."""
         return math.ceil(self.examples / self.batch_size)
 
-    def stages(self) -> list[Stage]:
-        """The stages every chunk goes through, in order."""
-        stages = [Stage("clean")]
-        for index, runs in enumerate(self.runs):
-            stages += [Stage("attack", index, restart) for restart in range(runs)]
-        if self.standalone or self.check_examples > 0:
-            # The first attack reached every correctly classified example; there is nothing to complete.
-            for index, runs in enumerate(self.runs[1:], start=1):
-                stages += [Stage("complete", index, restart) for restart in range(runs)]
-        if self.check_examples > 0 and self.half_attack is not None:
-            stages.append(Stage("half", self.attacks.index(self.half_attack)))
-        if self.check_examples > 0 and self.transfer_attack is not None:
-            stages.append(Stage("transfer"))
-        return stages
+    def describe(self) -> str:
+        """One line naming the suite and its settings, for reports."""
+        if self.suite in SUITES:
+            text = f"suite {self.suite} ({SUITES[self.suite].description})"
+        else:
+            text = f"attacks {', '.join(self.attacks)}"
+        if self.steps is not None:
+            text += f", {self.steps} steps, {self.restarts} restart(s)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values."""
         return {
+            "suite": self.suite,
             "attacks": list(self.attacks),
             "requested": list(self.requested),
+            "settings": [spec.to_dict() for spec in self.specs],
             "runs": list(self.runs),
             "iterative": list(self.iterative),
             "costs": list(self.costs),
@@ -120,8 +125,8 @@ class EvaluationConfig:
             "standalone": self.standalone,
             "check_examples": self.check_examples,
             "half_attack": self.half_attack,
-            "half_steps": self.half_steps,
-            "transfer_attack": self.transfer_attack,
+            "half_steps": None if self.half is None else self.half.options["steps"],
+            "transfer": None if self.transfer is None else self.transfer.to_dict(),
             "examples": self.examples,
             "fingerprints": dict(self.fingerprints),
         }
@@ -163,16 +168,59 @@ def _check_attacks(attacks: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def _probe(spec: AttackSpec, model: nn.Module, eps: float, norm: str) -> Attack:
+    if not ATTACK_REGISTRY.lookup(spec.attack).uses_eps:
+        raise ValueError(
+            f"{spec.label} searches for a minimal perturbation and has no eps, so it has no robust accuracy at eps; "
+            "use an attack with a fixed eps (cwlinf for the CW margin)"
+        )
+    return spec.build(model, eps=eps, norm=norm, seed=0)
+
+
+def _resolve_specs(
+    attacks: Sequence[str] | None,
+    suite: str | None,
+    norm: str,
+    steps: int | None,
+    restarts: int | None,
+    alpha: float | None,
+) -> tuple[str, bool, tuple[AttackSpec, ...]]:
+    """The suite's name, whether it runs cheapest first, and its attacks in the order given."""
+    if attacks is not None and suite is not None:
+        raise ValueError("give a suite or a list of attacks, not both")
+    if attacks is None:
+        chosen = get_suite(DEFAULT_SUITE if suite is None else suite)
+        if alpha is not None and not chosen.tunable:
+            raise ValueError(
+                f"suite {chosen.name!r} fixes its attacks' settings, as the reference does; alpha applies "
+                "to the 'paper' and 'fast' suites and to a list of attacks"
+            )
+        name, cheapest_first, specs = chosen.name, chosen.cheapest_first, chosen.specs(norm, steps, restarts)
+    else:
+        names = _check_attacks(attacks)
+        name, cheapest_first = CUSTOM, True
+        specs = attack_list(
+            names, DEFAULT_STEPS if steps is None else steps, DEFAULT_RESTARTS if restarts is None else restarts
+        )
+    if alpha is not None:
+        specs = tuple(
+            spec.with_options(alpha=alpha) if "alpha" in ATTACK_REGISTRY.accepts(spec.attack) else spec
+            for spec in specs
+        )
+    return name, cheapest_first, specs
+
+
 def resolve_config(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    attacks: Sequence[str],
+    attacks: Sequence[str] | None,
     *,
+    suite: str | None,
     eps: float,
     norm: str,
-    steps: int,
-    restarts: int,
+    steps: int | None,
+    restarts: int | None,
     alpha: float | None,
     batch_size: int,
     seed: int,
@@ -180,7 +228,7 @@ def resolve_config(
     check_examples: int,
     source: nn.Module | None,
 ) -> EvaluationConfig:
-    """Check every argument of :func:`~hmcam.evaluation.evaluate_robustness` and resolve the run order.
+    """Check every argument of :func:`~hmcam.evaluation.evaluate_robustness` and resolve the suite's attacks.
 
     An error names the argument at fault.
     """
@@ -200,47 +248,45 @@ def resolve_config(
     eps = check_positive_float("eps", eps)
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)}")
-    steps = check_positive_int("steps", steps)
-    restarts = check_positive_int("restarts", restarts)
+    steps = None if steps is None else check_positive_int("steps", steps)
+    restarts = None if restarts is None else check_positive_int("restarts", restarts)
     batch_size = check_positive_int("batch_size", batch_size)
     alpha = None if alpha is None else check_positive_float("alpha", alpha)
     seed = check_non_negative_int("seed", seed)
     check_examples = check_non_negative_int("check_examples", check_examples)
     standalone = check_flag("standalone", standalone)
-    requested = _check_attacks(attacks)
-    probes = {}
-    for name in requested:
-        if not get_attack(name).uses_eps:
-            raise ValueError(
-                f"{name} searches for a minimal perturbation and has no eps, so it has no robust accuracy at eps; "
-                "use an attack with a fixed eps (cwlinf for the CW margin)"
-            )
-        probes[name] = build_attack(name, model, eps=eps, norm=norm, steps=steps, alpha=alpha, seed=0)
+    name, cheapest_first, given = _resolve_specs(attacks, suite, norm, steps, restarts, alpha)
+    tunable = name == CUSTOM or SUITES[name].tunable
+    if tunable:
+        steps = DEFAULT_STEPS if steps is None else steps
+        restarts = DEFAULT_RESTARTS if restarts is None else restarts
+    given = tuple(_fit_targets(spec, model, images) for spec in given)
+    probes = {spec.label: _probe(spec, model, eps, norm) for spec in given}
+    # A restart of a deterministic attack (FGSM) would repeat the first run.
+    given = tuple(
+        spec if is_random(probes[spec.label]) else AttackSpec(spec.label, spec.attack, spec.options, 1)
+        for spec in given
+    )
     # Cheapest first; sorted() is stable, so equal costs keep the order given.
-    order = tuple(sorted(requested, key=lambda name: gradient_cost(probes[name])))
-    iterative = tuple(is_iterative(probes[name]) for name in order)
-    half_candidates = [name for name, flag in zip(order, iterative, strict=True) if flag]
-    half_attack = None
-    if steps >= 2 and half_candidates:
-        half_attack = HALF_STEPS_ATTACK if HALF_STEPS_ATTACK in order else half_candidates[0]
+    order = tuple(sorted(given, key=lambda spec: gradient_cost(probes[spec.label]))) if cheapest_first else given
+    iterative = tuple(is_iterative(probes[spec.label]) for spec in order)
     return EvaluationConfig(
-        attacks=order,
-        requested=requested,
-        runs=tuple(restarts if is_random(probes[name]) else 1 for name in order),
+        suite=name,
+        specs=order,
+        requested=tuple(spec.label for spec in given),
         iterative=iterative,
-        costs=tuple(gradient_cost(probes[name]) for name in order),
+        costs=tuple(gradient_cost(probes[spec.label]) for spec in order),
         eps=eps,
         norm=norm,
-        steps=steps,
-        restarts=restarts,
+        steps=steps if tunable else None,
+        restarts=restarts if tunable else None,
         alpha=alpha,
         batch_size=batch_size,
         seed=seed,
         standalone=standalone,
         check_examples=min(check_examples, images.shape[0]),
-        half_attack=half_attack,
-        half_steps=max(1, steps // 2),
-        transfer_attack=TRANSFER_ATTACK if source is not None else None,
+        half=_half_check(order, iterative),
+        transfer=None if source is None else _transfer(order, steps if tunable else None, alpha),
         examples=images.shape[0],
         fingerprints={
             "data": data_fingerprint(images, labels),
@@ -248,3 +294,33 @@ def resolve_config(
             "source": None if source is None else model_fingerprint(source),
         },
     )
+
+
+def _half_check(order: tuple[AttackSpec, ...], iterative: tuple[bool, ...]) -> AttackSpec | None:
+    """The half-steps check's attack: PGD if present, else the first iterative attack, at half its steps."""
+    candidates = [spec for spec, flag in zip(order, iterative, strict=True) if flag and "steps" in spec.options]
+    preferred = [spec for spec in candidates if spec.attack == HALF_STEPS_ATTACK]
+    if not candidates:
+        return None
+    chosen = (preferred or candidates)[0]
+    if int(chosen.options["steps"]) < 2:
+        return None
+    return chosen.with_options(steps=int(chosen.options["steps"]) // 2)
+
+
+def _transfer(order: tuple[AttackSpec, ...], steps: int | None, alpha: float | None) -> AttackSpec:
+    """The transfer check's attack: PGD with the evaluation's steps, or a fixed suite's first attack."""
+    if steps is None:
+        return order[0]
+    options: dict[str, Any] = {"steps": steps} if alpha is None else {"steps": steps, "alpha": alpha}
+    return AttackSpec(TRANSFER_ATTACK, TRANSFER_ATTACK, options)
+
+
+def _fit_targets(spec: AttackSpec, model: nn.Module, images: Tensor) -> AttackSpec:
+    """A suite's targeted attack with at most ``classes - 1`` target classes (the reference needs 10 classes)."""
+    wanted = spec.options.get("n_target_classes")
+    if wanted is None:
+        return spec
+    with torch.no_grad():
+        classes = int(model(images[:1]).shape[-1])
+    return spec.with_options(n_target_classes=min(int(wanted), max(classes - 1, 1)))

@@ -78,3 +78,17 @@ def restart_warning(name: str, runs: int, fooled_last: int, examples: int, slack
         f"the last restart of {name} ({runs} of {runs}) still fooled {fooled_last} of {examples} examples that "
         "the earlier ones did not: robust accuracy has not converged in the restarts; more would lower it further"
     )
+
+
+def black_box_warning(name: str, fooled: int, examples: int, slack: int, gradient_attacks: list[str]) -> str | None:
+    """A warning when the score-based ``name`` (Square) fooled more than ``slack`` examples the gradient attacks left.
+
+    AutoAttack's own check (``check_square_sr``): a black-box attack that needs no gradient should
+    add almost nothing after white-box attacks on an honest model.
+    """
+    if not gradient_attacks or fooled <= slack:
+        return None
+    return (
+        f"{name}, which uses no gradient, fooled {fooled} of {examples} examples that {', '.join(gradient_attacks)} "
+        "left robust: a black-box attack beating white-box ones is a sign of gradient masking"
+    )

@@ -138,6 +138,7 @@ class RobustEvaluation:
         """Everything but the per-example tensors, as JSON-ready values (``results.json``)."""
         fooled = self.fooled_by >= 0
         return {
+            "suite": self.config.suite,
             "examples": self.config.examples,
             "eps": self.config.eps,
             "norm": self.config.norm,
@@ -199,9 +200,9 @@ class RobustEvaluation:
         lines = [
             f"# Robust evaluation of {subject}",
             "",
-            f"{config.examples} examples, {config.norm} eps {config.eps:.4g}, {config.steps} "
-            f"steps, {config.restarts} restart(s), attacks run cheapest first, each on the examples the "
-            f"previous ones left ({'and each alone' if config.standalone else 'cascade'}). Clean accuracy "
+            f"{config.describe().capitalize()}; {config.examples} examples, {config.norm} eps {config.eps:.4g}; "
+            f"each attack runs on the examples the previous ones left "
+            f"({'and each alone' if config.standalone else 'cascade'}). Clean accuracy "
             f"**{self.clean_accuracy:.4f}**, robust accuracy (the per-example worst case) "
             f"**{self.robust_accuracy:.4f}**.",
             "",

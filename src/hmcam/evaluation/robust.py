@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from hmcam.core.distributed import DistributedContext
 from hmcam.core.validate import check_unit_interval
 from hmcam.evaluation.cascade import Cascade
-from hmcam.evaluation.config import DEFAULT_ATTACKS, resolve_config
+from hmcam.evaluation.config import resolve_config
 from hmcam.evaluation.result import RobustEvaluation
 
 
@@ -27,12 +27,13 @@ def evaluate_robustness(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    attacks: Sequence[str] | None = None,
     *,
+    suite: str | None = None,
     eps: float,
     norm: str = "linf",
-    steps: int = 20,
-    restarts: int = 1,
+    steps: int | None = None,
+    restarts: int | None = None,
     alpha: float | None = None,
     batch_size: int = 128,
     seed: int = 0,
@@ -48,9 +49,12 @@ def evaluate_robustness(
     """Clean accuracy, robust accuracy per attack and the per-example worst case of ``model`` on ``images``.
 
     ``images`` are pixels in [0, 1] ([N, ...], on the model's device) and ``labels`` their classes.
-    ``attacks`` are names from :data:`hmcam.attacks.ATTACKS` with an eps (not CW-L2); each gets
-    ``steps`` gradient steps (``alpha`` overrides its step size) and, if it draws random starts,
-    ``restarts`` runs; they run cheapest first, each only on the examples still robust (see
+    The attacks are a ``suite`` of :data:`~hmcam.evaluation.suites.SUITES` (default ``autoattack``,
+    the reference's standard AutoAttack, in its order) or ``attacks``, names from
+    :data:`hmcam.attacks.ATTACKS` with an eps (not CW-L2), run cheapest first. In the ``paper`` and
+    ``fast`` suites and a list, each attack gets ``steps`` gradient steps (default 20; ``alpha``
+    overrides its step size) and, if it draws random starts, ``restarts`` runs (default 1); the
+    AutoAttack suites fix their own. Each attack runs only on the examples still robust (see
     ``docs/evaluation.md`` and :data:`~hmcam.evaluation.result.PER_ATTACK_NOTE`), and
     ``standalone=True`` adds each attack's own robust accuracy. The first ``check_examples``
     examples are also used for the gradient-masking checks (with transfer from ``source`` when
@@ -65,6 +69,7 @@ def evaluate_robustness(
         images,
         labels,
         attacks,
+        suite=suite,
         eps=eps,
         norm=norm,
         steps=steps,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hmcam.experiments.at_efficiency_claims import claims, oscillation, percent
-from hmcam.experiments.at_efficiency_plan import METRICS, Scale, Study
+from hmcam.experiments.at_efficiency_plan import METRICS, ROBUST_SUITE, Scale, Study
 from hmcam.experiments.setup import claim_table
 from hmcam.reporting.figures import save_training_curves
 from hmcam.reporting.run_folder import RunFolder
@@ -52,6 +52,22 @@ def _arm_rows(study: Study, study_summary: dict[str, Any]) -> tuple[list[dict[st
     return table_rows, shown_rows
 
 
+def _suite_rows(study_summary: dict[str, Any]) -> list[dict[str, str]]:
+    # Per arm: the paper's worst case, AutoAttack and how much AutoAttack takes off (means over seeds).
+    rows = []
+    for label, metrics in study_summary["arms"].items():
+        worst, suite = metrics["worst"]["mean"], metrics["autoattack"]["mean"]
+        rows.append(
+            {
+                "arm": label,
+                "paper's attacks": percent(worst),
+                "AutoAttack": percent(suite),
+                "difference": f"{100 * (suite - worst):+.1f}",
+            }
+        )
+    return rows
+
+
 def _setting(study: Study, scale: Scale) -> str:
     # The sentence under a study's heading: what was trained and how it was scored.
     attacks = f"{study.attack_steps} steps" + (f", step {study.attack_alpha:.4g}" if study.attack_alpha else "")
@@ -60,7 +76,8 @@ def _setting(study: Study, scale: Scale) -> str:
         + (f"budget {study.budget:g} gradient passes per example; " if study.budget else "the paper's epochs; ")
         + f"seeds {list(scale.seeds)}. Accuracies in percent (mean ± standard deviation over seeds): clean on "
         + ("the whole test set" if study.test_limit is None else f"the first {study.test_limit} test images")
-        + f", attacks ({attacks}) and their per-example worst case on the first {study.robust_examples}."
+        + f", attacks ({attacks}), their per-example worst case and AutoAttack ({ROBUST_SUITE} suite) on the "
+        + f"first {study.robust_examples}."
     )
 
 
@@ -94,7 +111,14 @@ def _study_section(
         "",
         _setting(study, scale),
         "",
-        markdown_table(shown_rows, ["arm", "clean", "pgd", "mpgd", "cwlinf", "worst", "train minutes", "passes"]),
+        markdown_table(
+            shown_rows, ["arm", "clean", "pgd", "mpgd", "cwlinf", "worst", "autoattack", "train minutes", "passes"]
+        ),
+        "",
+        "The paper's attacks against AutoAttack (the worst case over PGD, M-PGD and CW-L-inf, and AutoAttack's "
+        "robust accuracy, in percent; a defence whose number falls most under AutoAttack was masking gradients):",
+        "",
+        markdown_table(_suite_rows(study_summary), ["arm", "paper's attacks", "AutoAttack", "difference"]),
         f"![curves]({curves_file(study)})",
         "",
         "### The paper's claims, as this run measures them",

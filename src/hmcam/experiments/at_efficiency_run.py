@@ -16,7 +16,7 @@ from hmcam.core.distributed import resolve_device
 from hmcam.core.storage import atomic_write_json
 from hmcam.data import load_dataset
 from hmcam.evaluation import evaluate_robustness
-from hmcam.experiments.at_efficiency_plan import ATTACKS, Arm, Study, arm_epochs
+from hmcam.experiments.at_efficiency_plan import ATTACKS, ROBUST_SUITE, Arm, Study, arm_epochs
 from hmcam.models import load_checkpoint
 from hmcam.training import TrainConfig, train
 
@@ -51,9 +51,10 @@ def arm_folder(out: Path, study: Study, arm: Arm, seed: int) -> Path:
 def score(
     study: Study, folder: Path, checkpoint: str, *, device: str, data_root: str | None, progress: bool
 ) -> dict[str, Any]:
-    """The accuracy of ``checkpoint`` under each attack alone and in the worst case, on the study's robust subset.
+    """The accuracy of ``checkpoint`` under each attack alone, their worst case and AutoAttack, on the robust subset.
 
-    The evaluation keeps its resumable state in ``folder / "evaluation-state"``.
+    The evaluations keep their resumable state in ``folder / "evaluation-state"`` (the paper's
+    attacks) and ``folder / "autoattack-state"`` (:data:`ROBUST_SUITE`).
     """
     target = resolve_device(device)
     model, _ = load_checkpoint(checkpoint, device=target)
@@ -74,7 +75,22 @@ def score(
         progress=progress,
     )
     per_attack = {report.name: report.standalone_robust_accuracy for report in evaluation.attacks}
-    return {"worst": evaluation.robust_accuracy, **per_attack, "robust_examples": count}
+    suite = evaluate_robustness(
+        model,
+        images.to(target),
+        labels.to(target),
+        suite=ROBUST_SUITE,
+        eps=study.eps,
+        check_examples=0,
+        state_dir=folder / "autoattack-state",
+        progress=progress,
+    )
+    return {
+        "worst": evaluation.robust_accuracy,
+        **per_attack,
+        "autoattack": suite.robust_accuracy,
+        "robust_examples": count,
+    }
 
 
 def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,6 +132,7 @@ def run_one(
         "clean": final["clean_accuracy"],
         **{name: scores[name] for name in ATTACKS},
         "worst": scores["worst"],
+        "autoattack": scores["autoattack"],
         "robust_examples": scores["robust_examples"],
         "train_minutes": sum(record["train_seconds"] for record in history) / 60,
         # Passes over minibatches, divided by the minibatches of an epoch: passes per training example.
