@@ -138,3 +138,40 @@ def test_apgdt_robust_accuracy_matches_torchattacks(digits_model, digits_correct
     )
     theirs = robust_accuracy(digits_model, theirs_attack(x, y), y)
     assert abs(ours - theirs) <= 5 / 128  # measured 0; the random starts come from different generators
+
+
+class NoisyLinear(torch.nn.Module):
+    """A randomized model: a linear map whose weights are scaled by a fresh draw in [0.5, 1.5) at every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) * (0.5 + torch.rand(()))
+
+
+def test_eot_averages_the_gradient_over_draws() -> None:
+    torch.manual_seed(0)
+    model = NoisyLinear()
+    x, y = torch.rand(4, 6), torch.tensor([0, 1, 2, 0])
+    one, many = APGD(model, 0.1, steps=3, eot_iter=1), APGD(model, 0.1, steps=3, eot_iter=20)
+    draws = torch.stack([one.gradient(x, y)[2] for _ in range(40)])
+    averaged = torch.stack([many.gradient(x, y)[2] for _ in range(40)])
+    # The mean of 20 draws varies about sqrt(20) times less than one draw.
+    assert float(averaged.std(dim=0).mean()) < 0.5 * float(draws.std(dim=0).mean())
+    torch.testing.assert_close(averaged.mean(dim=0), draws.mean(dim=0), atol=0.05, rtol=0.2)
+    many(x, y)
+    # Every pass counts, the start's included: 20 (3 + 1) per example attacked (those classified correctly).
+    assert many.gradients_spent > 0 and many.gradients_spent % (20 * (3 + 1)) == 0
+
+
+def test_target_count_defaults_to_the_wrong_classes_and_refuses_more(tiny_net_factory) -> None:
+    model = tiny_net_factory(classes=3)
+    x, y = torch.rand(5, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1])
+    adversarial = APGDT(model, 0.1, steps=2)(x, y)  # 9 by default, 2 on three classes
+    assert float((adversarial - x).abs().max()) <= 0.1 + 1e-6
+    with pytest.raises(ValueError, match=r"^n_target_classes=3 exceeds the 2 wrong classes of a 3-class model$"):
+        APGDT(model, 0.1, steps=2, n_target_classes=3)(x, y)
+    with pytest.raises(ValueError, match="eot_iter must be"):
+        APGD(model, 0.1, eot_iter=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hmcam.attacks import AIFGSM, APGD, APGDT, FGSM, IFGSM, MPGD, PGD, Attack
+from hmcam.attacks import AIFGSM, APGD, APGDT, FABT, FGSM, IFGSM, MPGD, PGD, Attack, Square
 from hmcam.evaluation import predict
 from hmcam.evaluation.runner import attack_and_verify, derive_seed, gradient_cost, is_random, with_early_exit
 from hmcam.evaluation.suites import attack_list
@@ -97,5 +97,9 @@ def test_costs_and_randomness(digits_model) -> None:
     assert gradient_cost(FGSM(digits_model, 0.1)) == 1
     assert gradient_cost(PGD(digits_model, 0.1, steps=7)) == 7
     assert gradient_cost(APGDT(digits_model, 0.1, steps=7, n_target_classes=3)) == 21
+    assert gradient_cost(APGDT(digits_model, 0.1, steps=7)) == 63  # the default 9 targets
+    assert gradient_cost(APGD(digits_model, 0.1, steps=7, eot_iter=4)) == 28
+    assert gradient_cost(FABT(digits_model, 0.1, steps=5, n_target_classes=2)) == 10
+    assert gradient_cost(Square(digits_model, 0.1, n_queries=300)) == 100  # a query is a third of a gradient
     assert not is_random(FGSM(digits_model, 0.1)) and not is_random(IFGSM(digits_model, 0.1))
     assert is_random(PGD(digits_model, 0.1)) and not is_random(AIFGSM(digits_model, 0.1))

@@ -21,6 +21,23 @@ from hmcam.attacks.norms import L1Norm, LinfNorm, per_example
 from hmcam.core.validate import check_flag, check_positive_int, check_unit_interval
 
 MOMENTUM = 0.75
+#: Target classes of APGD-T and FAB-T unless given: the reference's 9, or every wrong class below 10 classes.
+DEFAULT_TARGETS = 9
+
+
+def target_count(wanted: int | None, classes: int) -> int:
+    """How many target classes a targeted AutoAttack attack takes on a ``classes``-class model.
+
+    ``None`` gives :data:`DEFAULT_TARGETS` capped at ``classes - 1``; an explicit count above
+    ``classes - 1`` is a ValueError (there are not that many wrong classes).
+    """
+    if wanted is None:
+        return min(DEFAULT_TARGETS, classes - 1)
+    if wanted > classes - 1:
+        raise ValueError(
+            f"n_target_classes={wanted} exceeds the {classes - 1} wrong classes of a {classes}-class model"
+        )
+    return wanted
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -125,7 +142,9 @@ class APGD(IterativeAttack):
     are projected exactly on the L1 ball intersected with the bounds. Returned: the last iterate
     that fooled the model, else the highest-J point. Restarts run on the examples still unfooled.
     ``early_exit=True`` returns the first fooling iterate instead and drops fooled examples from
-    the run at steps 1, 2, 4, 8, ... (:class:`~hmcam.attacks.loop.ActiveSet`).
+    the run at steps 1, 2, 4, 8, ... (:class:`~hmcam.attacks.loop.ActiveSet`). ``eot_iter > 1``
+    averages every gradient over that many passes (Expectation over Transformation, for randomized
+    models; the reference's ``eot_iter``); objective and logits are those of the last pass.
 
     APGD needs its own loop rather than :meth:`IterativeAttack.descend`: its step size and restart
     point depend on the whole run's history (checkpoints, best point and its gradient), and its
@@ -151,6 +170,7 @@ class APGD(IterativeAttack):
         loss: str | LossFunction | None = None,
         seed: int | None = None,
         early_exit: bool = False,
+        eot_iter: int = 1,
     ) -> None:
         super().__init__(
             model,
@@ -167,6 +187,16 @@ class APGD(IterativeAttack):
         )
         self.rho = check_unit_interval("rho", rho)
         self.early_exit = check_flag("early_exit", early_exit)
+        self.eot_iter = check_positive_int("eot_iter", eot_iter)
+
+    @override
+    def gradient(self, point: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The loss gradient, averaged over ``eot_iter`` passes of a (possibly randomized) model."""
+        objective, logits, grad = super().gradient(point, y)
+        for _ in range(self.eot_iter - 1):
+            objective, logits, more = super().gradient(point, y)
+            grad = grad + more
+        return objective, logits, grad / self.eot_iter if self.eot_iter > 1 else grad
 
     # ------------------------------------------------------------------------------ geometry
     def project(self, ball: Ball, point: Tensor) -> Tensor:
@@ -334,12 +364,13 @@ class APGD(IterativeAttack):
 class APGDT(APGD):
     """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, one run per likely wrong class.
 
-    ``APGDT(model, eps, steps=100, restarts=1, *, n_target_classes=9, ...)``. For rank r = 2 ..
-    ``n_target_classes + 1`` the target t is the class with the r-th largest clean logit (capped at
-    classes - 1), and APGD ascends :func:`targeted_dlr` on the examples no earlier run has fooled.
+    ``APGDT(model, eps, steps=100, restarts=1, *, n_target_classes=None, ...)``. For rank r = 2 ..
+    ``n_target_classes + 1`` the target t is the class with the r-th largest clean logit, and APGD
+    ascends :func:`targeted_dlr` on the examples no earlier run has fooled.
     Untargeted in outcome: an example is fooled when any run finds a point misclassified with
     respect to its true label. Below four classes the DLR denominator falls back as described
-    there. The loss is fixed and ``targeted`` is not accepted.
+    there. The loss is fixed and ``targeted`` is not accepted. ``n_target_classes=None`` takes 9
+    (the reference's) or, on fewer classes, every wrong class; more than classes - 1 is an error.
     """
 
     default_loss = "dlr"
@@ -351,13 +382,14 @@ class APGDT(APGD):
         steps: int = 100,
         restarts: int = 1,
         *,
-        n_target_classes: int = 9,
+        n_target_classes: int | None = None,
         rho: float = 0.75,
         random_start: bool | None = None,
         norm: str = "linf",
         bounds: tuple[float, float] = (0.0, 1.0),
         seed: int | None = None,
         early_exit: bool = False,
+        eot_iter: int = 1,
     ) -> None:
         super().__init__(
             model,
@@ -370,8 +402,11 @@ class APGDT(APGD):
             bounds=bounds,
             seed=seed,
             early_exit=early_exit,
+            eot_iter=eot_iter,
         )
-        self.n_target_classes = check_positive_int("n_target_classes", n_target_classes)
+        self.n_target_classes = (
+            None if n_target_classes is None else check_positive_int("n_target_classes", n_target_classes)
+        )
 
     @override
     def objective(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -388,7 +423,7 @@ class APGDT(APGD):
         result, fooled = ball.center.clone(), logits.argmax(dim=1) != y
         best = torch.full_like(fooled, -math.inf, dtype=ball.center.dtype)
         ranking = logits.argsort(dim=1, descending=True)
-        for rank in range(1, min(self.n_target_classes, logits.shape[1] - 1) + 1):
+        for rank in range(1, target_count(self.n_target_classes, logits.shape[1]) + 1):
             pairs = torch.stack([y, ranking[:, rank]], dim=1)
             for _ in range(self.restarts):
                 self.attack_unfooled(ball, pairs, generator, result, fooled, best)

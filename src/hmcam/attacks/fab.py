@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from hmcam.attacks.apgd import target_count
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.base import Attack
 from hmcam.attacks.norms import per_example
@@ -281,10 +282,11 @@ class FAB(_BoundarySearch):
 class FABT(_BoundarySearch):
     """FAB-T (Croce & Hein 2020): minimum-norm search toward the boundary with each likely wrong class.
 
-    ``FABT(model, eps, steps=100, restarts=1, *, n_target_classes=9, norm="linf", ...)`` for
+    ``FABT(model, eps, steps=100, restarts=1, *, n_target_classes=None, norm="linf", ...)`` for
     ``norm="linf"``, ``"l2"`` or ``"l1"``, with the options of :class:`FAB`; the defaults are
     AutoAttack's standard FAB-T. For rank
-    r = 2 .. ``n_target_classes + 1`` (capped at classes - 1, as in APGD-T) the target t is the class
+    r = 2 .. ``n_target_classes + 1`` (None: 9, or every wrong class below 10 classes; more than
+    classes - 1 is an error, as in APGD-T) the target t is the class
     with the r-th largest clean logit, and ``restarts`` runs go on the examples no earlier run has
     fooled within eps. A run of ``steps`` iterations linearises ``f = z_t - z_y`` at the iterate x1
     (one forward and backward pass) and, with d1 and d2 the minimal steps from x1 and from the clean
@@ -307,18 +309,12 @@ class FABT(_BoundarySearch):
     box corner closest to the plane, like the reference's L2 and L1), and takes bounds other than [0, 1].
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        eps: float | Tensor,
-        steps: int = 100,
-        restarts: int = 1,
-        *,
-        n_target_classes: int = 9,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, eps, steps, restarts, **options)
-        self.n_target_classes = check_positive_int("n_target_classes", n_target_classes)
+    def __init__(self, *args: Any, n_target_classes: int | None = None, **options: Any) -> None:
+        """FAB's arguments (``model, eps, steps=100, restarts=1, *, norm=...``) and ``n_target_classes``."""
+        super().__init__(*args, **options)
+        self.n_target_classes = (
+            None if n_target_classes is None else check_positive_int("n_target_classes", n_target_classes)
+        )
 
     @override
     def objective(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -329,7 +325,7 @@ class FABT(_BoundarySearch):
     def goals(self, y: Tensor, logits: Tensor) -> list[Tensor]:
         """One target per rank r = 2 .. n_target_classes + 1 of the clean logits."""
         ranking = logits.argsort(dim=1, descending=True)
-        count = min(self.n_target_classes, logits.shape[1] - 1)
+        count = target_count(self.n_target_classes, logits.shape[1])
         return [torch.stack([y, ranking[:, rank]], dim=1) for rank in range(1, count + 1)]
 
     @override

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from hmcam.attacks import APGDT, FABT, Attack, ChainAttack, IterativeAttack, Square, attack_arguments
+from hmcam.attacks import APGD, APGDT, FABT, Attack, ChainAttack, IterativeAttack, Square, attack_arguments
+from hmcam.attacks.apgd import DEFAULT_TARGETS
 from hmcam.evaluation.metrics import predict
 
 
@@ -46,10 +47,12 @@ def gradient_cost(attack: Attack) -> int:
     """Input-gradient evaluations of one run of ``attack`` on one example (its cost, for ordering attacks)."""
     if isinstance(attack, ChainAttack):
         return attack.steps * attack.samples
-    if isinstance(attack, APGDT):
-        return attack.steps * attack.n_target_classes  # one run per target class (fewer on few classes)
-    if isinstance(attack, FABT):
-        return attack.steps * attack.n_target_classes * attack.restarts
+    if isinstance(attack, (APGDT, FABT)):
+        # One run per target class (fewer on few classes), each of steps (times EOT passes) gradients.
+        targets = attack.n_target_classes or DEFAULT_TARGETS
+        return attack.steps * targets * attack.restarts * getattr(attack, "eot_iter", 1)
+    if isinstance(attack, APGD):
+        return attack.steps * attack.eot_iter
     if isinstance(attack, Square):
         # A query is one forward pass, about a third of a gradient (forward and backward).
         return max(1, attack.n_queries * attack.restarts // 3)
