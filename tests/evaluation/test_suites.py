@@ -93,3 +93,35 @@ def test_alpha_goes_to_the_attacks_that_take_it(digits_model, digits_correct) ->
     x, y = digits_correct[0][:8], digits_correct[1][:8]
     config = resolve(digits_model, x, y, ["fgsm", "pgd"], steps=7, alpha=0.5)
     assert [dict(spec.options) for spec in config.specs] == [{}, {"steps": 7, "alpha": 0.5}]
+
+
+@pytest.mark.parametrize("suite", ["autoattack-plus", "autoattack-rand", "fast"])
+def test_every_suite_runs_and_names_itself(digits_model, digits_correct, suite) -> None:
+    # A large eps: APGD-CE fools every example at once, so later attacks have nothing left to do.
+    x, y = digits_correct[0][:6], digits_correct[1][:6]
+    result = evaluate_robustness(digits_model, x, y, suite=suite, eps=0.5, check_examples=0, progress=False)
+    assert result.config.suite == suite and result.to_dict()["suite"] == suite
+    assert result.robust_accuracy == 0.0 and f"The suite {suite} (" in result.markdown()
+    assert result.attacks[0].name == "apgd-ce" and result.attacks[0].fooled == 6
+
+
+class Quantized(torch.nn.Module):
+    """Inputs rounded to 5 grey levels: the rounding's zero gradient masks the model's."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 4) / 4)
+
+
+def test_square_beating_the_gradient_attacks_warns_of_masking(digits_model, digits_correct) -> None:
+    x, y = digits_correct[0][:12], digits_correct[1][:12]
+    masked = Quantized(digits_model)
+    result = evaluate_robustness(masked, x, y, eps=0.3, check_examples=0, progress=False)
+    square = result.attacks[-1]
+    assert square.name == "square" and square.fooled >= 3
+    assert any("square, which uses no gradient, fooled" in warning for warning in result.warnings)
+    honest = evaluate_robustness(digits_model, x, y, eps=0.3, check_examples=0, progress=False)
+    assert not any("uses no gradient" in warning for warning in honest.warnings)

@@ -200,7 +200,7 @@ class RobustEvaluation:
         lines = [
             f"# Robust evaluation of {subject}",
             "",
-            f"{config.describe().capitalize()}; {config.examples} examples, {config.norm} eps {config.eps:.4g}; "
+            f"The {config.describe()}; {config.examples} examples, {config.norm} eps {config.eps:.4g}; "
             f"each attack runs on the examples the previous ones left "
             f"({'and each alone' if config.standalone else 'cascade'}). Clean accuracy "
             f"**{self.clean_accuracy:.4f}**, robust accuracy (the per-example worst case) "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from hmcam.attacks import APGD, APGDT, FABT, Attack, ChainAttack, IterativeAttack, Square, attack_arguments
+from hmcam.attacks import APGD, APGDT, FAB, FABT, Attack, ChainAttack, IterativeAttack, Square, attack_arguments
 from hmcam.attacks.apgd import DEFAULT_TARGETS
 from hmcam.evaluation.metrics import predict
 
@@ -53,6 +53,9 @@ def gradient_cost(attack: Attack) -> int:
         return attack.steps * targets * attack.restarts * getattr(attack, "eot_iter", 1)
     if isinstance(attack, APGD):
         return attack.steps * attack.eot_iter
+    if isinstance(attack, FAB):
+        # A backward pass per class and step; ten classes assumed, as the cost only orders attacks.
+        return attack.steps * attack.restarts * (DEFAULT_TARGETS + 1)
     if isinstance(attack, Square):
         # A query is one forward pass, about a third of a gradient (forward and backward).
         return max(1, attack.n_queries * attack.restarts // 3)
