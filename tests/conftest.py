@@ -45,6 +45,15 @@ def load_digits_split() -> dict[str, torch.Tensor]:
     return {"x_train": images[:1400], "y_train": labels[:1400], "x_test": images[1400:], "y_test": labels[1400:]}
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the models are tiny, and on a busy machine a second thread's waits cost up to 30x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits() -> dict[str, torch.Tensor]:
     """The digits split of :func:`load_digits_split`, loaded once per session."""

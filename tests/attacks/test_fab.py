@@ -21,13 +21,7 @@ from hmcam.attacks.fab import PROJECTIONS
 ORDERS = {"linf": np.inf, "l2": 2, "l1": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the models are tiny, and a second thread on a busy machine mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

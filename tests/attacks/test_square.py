@@ -12,13 +12,7 @@ from hmcam.attacks.square import _rectangle, square_fraction, square_pattern
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a busy machine a second thread's waits cost 30x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def robust_accuracy(model, adversarial: torch.Tensor, y: torch.Tensor) -> float:
