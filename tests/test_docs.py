@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,38 @@ def test_every_attack_has_a_reference_block_on_the_attacks_page() -> None:
     classes = sorted({klass.__name__ for klass in ATTACKS.values()})
     missing = [name for name in classes if f"::: hmcam.attacks.{name}\n" not in page]
     assert missing == [], f"docs/attacks.md has no `::: hmcam.attacks.NAME` block for {missing}"
+
+
+def _speed_rows() -> list[list[str]]:
+    text = (DOCS / "evaluation.md").read_text()
+    section = text.split("## Speed", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        line.strip("|").split("|")
+        for line in section.splitlines()
+        if line.startswith("| natural") or line.startswith("| adversarial")
+    ]
+    return [[cell.strip().strip("*") for cell in row] for row in rows]
+
+
+def test_the_speed_table_is_the_committed_benchmark_result() -> None:
+    result = json.loads((DOCS.parent / "benchmarks" / "evaluation-result.json").read_text())
+    rows = _speed_rows()
+    assert len(rows) == 10
+    section = (DOCS / "evaluation.md").read_text().split("## Speed", 1)[1].split("\n## ", 1)[0]
+    for model in ("natural", "adversarial"):
+        for variant in ("hmcam_autoattack", "torchattacks_autoattack"):
+            assert f"{100 * result[model]['robust_accuracy'][variant]:.2f}%" in section
+    for model, attack, reached, ours, theirs, ratio in rows:
+        measured = result[model]
+        if attack == "all":
+            expected = (
+                measured["seconds"]["hmcam_autoattack"],
+                measured["seconds"]["torchattacks_autoattack"],
+                measured["hmcam_autoattack_over_torchattacks_autoattack"],
+            )
+        else:
+            by_attack = measured["autoattack_seconds_by_attack"][attack]
+            expected = (by_attack["hmcam"], by_attack["torchattacks"], by_attack["ratio"])
+            details = {a["name"]: a for a in measured["hmcam_autoattack_details"]["attacks"]}
+            assert int(reached) == details[attack]["reached"]
+        assert (float(ours), float(theirs), float(ratio)) == pytest.approx(expected, abs=0.006)
