@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from itertools import pairwise
 from pathlib import Path
@@ -15,17 +16,18 @@ from hmcam.cli import main
 from hmcam.core.validate import choose
 from hmcam.experiments.at_efficiency import (
     ATTACKS,
+    CLAIMS,
     SCALES,
     arm_epochs,
-    claims,
     compare,
+    judge_studies,
     oscillation,
     planned_passes,
     restrict,
     run_efficiency,
     spread_summary,
 )
-from hmcam.experiments.verdicts import VERDICTS
+from hmcam.experiments.claims import FIELDS, VERDICTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,56 +48,103 @@ def test_spread_and_comparison_by_hand() -> None:
     assert summary["mean"] == pytest.approx(0.6) and summary["std"] == pytest.approx(0.1)
     assert (summary["min"], summary["max"]) == (0.5, 0.7)
     assert spread_summary([0.4])["std"] == 0.0
-    assert compare([0.8, 0.9], [0.5, 0.7]) == {"difference": pytest.approx(0.25), "exceeds_spread": True}
-    assert compare([0.8, 0.6], [0.5, 0.7])["exceeds_spread"] is False  # the seed ranges overlap
-    assert compare([0.2, 0.3], [0.5, 0.7])["exceeds_spread"] is True
-    assert compare([0.9], [0.1])["exceeds_spread"] is False  # one seed shows no spread
+    assert compare([0.8, 0.9], [0.5, 0.7]) == {"difference": pytest.approx(0.25)}
 
 
-def test_claim_verdicts_by_hand() -> None:
-    metrics = ("clean", "pgd", "mpgd", "cwlinf", "worst", "autoattack", "train_minutes")
-    # The claims are judged on AutoAttack: CAT beats PGD-AT beyond the seed spread there, Free and YOPO not.
-    autoattack = {
-        "CAT": [0.45, 0.46],
-        "PGD-AT": [0.38, 0.39],
-        "Free": [0.40, 0.47],
-        "YOPO": [0.44, 0.47],
-        "CAT-CE": [0.44, 0.47],
-    }
-    seeds = {
-        # The paper's attacks: CAT beats PGD-AT beyond the seed spread on every attack, Free on PGD only, YOPO on none.
-        "CAT": {"clean": [0.80, 0.81], "pgd": [0.50, 0.52], "mpgd": [0.50, 0.51], "cwlinf": [0.55, 0.56]},
-        "PGD-AT": {"clean": [0.82, 0.83], "pgd": [0.40, 0.41], "mpgd": [0.40, 0.42], "cwlinf": [0.50, 0.51]},
-        "Free": {"clean": [0.80, 0.80], "pgd": [0.45, 0.46], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
-        "YOPO": {"clean": [0.80, 0.80], "pgd": [0.49, 0.53], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
-        "CAT-CE": {"clean": [0.80, 0.80], "pgd": [0.49, 0.53], "mpgd": [0.49, 0.52], "cwlinf": [0.54, 0.57]},
-    }
-    for values in seeds.values():
-        values["worst"] = [
-            min(a, b, c) for a, b, c in zip(values["pgd"], values["mpgd"], values["cwlinf"], strict=True)
-        ]
-        values["train_minutes"] = [1.0, 1.0]
-    for arm, values in seeds.items():
-        values["autoattack"] = autoattack[arm]
-    summary = {
-        "arms": {arm: {m: spread_summary(values[m]) for m in metrics} for arm, values in seeds.items()},
-        "differences": {
-            f"{a} - {b}": {m: compare(seeds[a][m], seeds[b][m]) for m in metrics}
-            for a in seeds
-            for b in seeds
-            if a != b
-        },
-        "oscillation": {"CAT": 0.0, "YOPO": 0.1},
-    }
-    found = {claim["claim"]: claim for claim in claims(summary)}
-    verdicts = [claim["verdict"] for claim in found.values()]
-    # PGD-AT, Free, YOPO, clean accuracy (-2 points: within the paper's 3.4), J_cd against CE, Fig. 5.
-    assert verdicts == ["holds", "does not hold", "does not hold", "holds", "does not hold", "holds"]
-    assert found["CAT is more robust than PGD-AT (Table 4)"]["paper"].startswith("+7.8 pgd, +9.1 mpgd, +2.4 cwlinf")
-    ours = found["CAT is more robust than PGD-AT (Table 4)"]["ours"]
-    assert ours.startswith("+7.0 autoattack points (judged)") and "+10.5 pgd" in ours
-    summary["differences"]["CAT - PGD-AT"]["clean"]["difference"] = -0.05
-    assert claims(summary)[3]["verdict"] == "does not hold"
+def _runs(
+    study: str, autoattack: dict[str, list[float]], clean: dict[str, list[float]], drops: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    """Fake finished runs, one per arm and seed: accuracies and the curve's total drop given in points."""
+    runs = []
+    for arm, values in autoattack.items():
+        for seed, value in enumerate(values):
+            drop = drops.get(arm, [0.0] * len(values))[seed] / 100
+            runs.append(
+                {
+                    "study": study,
+                    "arm": arm,
+                    "seed": seed,
+                    "clean": clean.get(arm, [80.0] * len(values))[seed] / 100,
+                    # The paper's attacks a fixed distance above AutoAttack: every difference is AutoAttack's.
+                    **{name: (value + shift) / 100 for name, shift in (("pgd", 5), ("mpgd", 4), ("cwlinf", 6))},
+                    "worst": (value + 3) / 100,
+                    "autoattack": value / 100,
+                    "train_minutes": 1.0,
+                    "curve": [{"robust": 0.5}, {"robust": None}, {"robust": 0.5 - drop}],
+                }
+            )
+    return runs
+
+
+#: CAT beats PGD-AT clearly, Free within the seed spread, loses to YOPO; J_cd against CE within the spread.
+AUTOATTACK = {
+    "CAT": [45.0, 46.0, 45.5],
+    "PGD-AT": [38.0, 39.0, 38.5],
+    "Free": [40.0, 47.0, 44.0],
+    "YOPO": [55.0, 56.0, 55.5],
+    "CAT-CE": [44.0, 47.0, 45.0],
+}
+#: CAT 2 points under PGD-AT, inside the paper's 3.4; YOPO's curves fall 10 to 11 points, CAT's never.
+CLEAN = {"CAT": [80.0, 80.1, 80.2], "PGD-AT": [82.0, 82.1, 82.2]}
+DROPS = {"YOPO": [10.0, 10.5, 11.0]}
+
+
+def test_claims_are_judged_over_seeds_by_hand() -> None:
+    scale = SCALES["smoke"]
+    study = scale.studies[0].name
+    records = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)[study]
+    assert all(set(FIELDS) <= set(record) and record["verdict"] in VERDICTS for record in records)
+    found = {record["name"]: record for record in records}
+    assert list(found) == [
+        "cat-vs-pgd-at",
+        "cat-vs-free",
+        "cat-vs-yopo",
+        "clean-vs-pgd-at",
+        "jcd-vs-ce",
+        "steady-vs-yopo",
+    ]
+    assert [record["verdict"] for record in records] == [
+        "supported",
+        "inconclusive",
+        "contradicted",
+        "supported",
+        "inconclusive",
+        "supported",
+    ]
+    assert all(record["unit"] == "seeds" and record["n"] == 3 for record in records)
+    pgd = found["cat-vs-pgd-at"]
+    assert pgd["estimate"] == pytest.approx(7.0) and pgd["ci_low"] <= 7.0 <= pgd["ci_high"]
+    assert pgd["paper"].startswith("+7.8 pgd, +9.1 mpgd, +2.4 cwlinf")
+    assert pgd["ours"].startswith("+7.0 autoattack points (judged)") and "+7.0 pgd" in pgd["ours"]
+    assert found["clean-vs-pgd-at"]["direction"] == "noninferior" and found["clean-vs-pgd-at"]["margin"] == 3.4
+    assert found["clean-vs-pgd-at"]["estimate"] == pytest.approx(-2.0)
+    assert found["steady-vs-yopo"]["direction"] == "less"
+    assert found["steady-vs-yopo"]["estimate"] == pytest.approx(-10.5)
+    # Five points of clean accuracy lost: significantly more than the margin.
+    worse = judge_studies(_runs(study, AUTOATTACK, {**CLEAN, "CAT": [77.0, 77.1, 77.2]}, DROPS), scale)[study]
+    assert worse[3]["name"] == "clean-vs-pgd-at" and worse[3]["verdict"] == "contradicted"
+
+
+def test_claims_need_two_seeds_the_arms_and_one_family_per_run() -> None:
+    scale = SCALES["smoke"]
+    study = scale.studies[0].name
+    one_seed = {arm: values[:1] for arm, values in AUTOATTACK.items()}
+    records = judge_studies(_runs(study, one_seed, CLEAN, DROPS), scale)[study]
+    assert len(records) == 6 and all(record["verdict"] == "untestable" for record in records)
+    assert {record["reason"] for record in records} == {"needs at least 2 seeds per arm"}
+    # Claims about arms the study lacks are left out; none at all without CAT.
+    partial = {arm: AUTOATTACK[arm] for arm in ("CAT", "Free")}
+    assert [r["name"] for r in judge_studies(_runs(study, partial, CLEAN, DROPS), scale)[study]] == ["cat-vs-free"]
+    assert judge_studies(_runs(study, {"Free": AUTOATTACK["Free"]}, CLEAN, DROPS), scale)[study] == []
+    # Two studies: one Holm family of twelve claims, each named after its study.
+    twice = dataclasses.replace(scale, studies=(scale.studies[0], dataclasses.replace(scale.studies[0], name="b")))
+    runs = _runs(study, AUTOATTACK, CLEAN, DROPS) + _runs("b", AUTOATTACK, CLEAN, DROPS)
+    both = judge_studies(runs, twice)
+    assert both["b"][0]["name"] == "b/cat-vs-pgd-at" and both["b"][0]["claim"].endswith("[b]")
+    alone = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)[study]
+    assert both[study][0]["p_value"] == alone[0]["p_value"]
+    assert both[study][0]["p_adjusted"] > alone[0]["p_adjusted"]
+    assert set(CLAIMS) == {record["name"] for record in alone}
 
 
 def test_oscillation_sums_the_drops_of_robust_accuracy() -> None:
@@ -182,6 +231,11 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
         assert text in report
     claims = json.loads((out / "results.json").read_text())["claims"]
     assert len(claims) == 6 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
+    assert all(set(FIELDS) <= set(claim) and claim["unit"] == "seeds" and claim["n"] == 2 for claim in claims)
+    table = list(csv.DictReader((out / "claims.csv").open()))
+    assert [row["name"] for row in table] == [claim["name"] for claim in claims] and list(table[0]) == list(FIELDS)
+    assert smoke["claims"] == claims
+    assert "estimate [95% CI]" in report
     assert json.loads((out / "config.json").read_text())["experiment"] == "at-efficiency"
     assert (out / "report.html").is_file()
     curve = json.loads((out / study.name / "natural-seed0" / "result.json").read_text())["curve"]

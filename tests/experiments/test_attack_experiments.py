@@ -13,9 +13,10 @@ import torch
 from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
 from hmcam.evaluation import predict
+from hmcam.experiments.calibration import calibrated
+from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, attack_images
-from hmcam.experiments.verdicts import VERDICTS
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
 SMOKE = ATTACK_SCALES["smoke"]
@@ -55,8 +56,12 @@ def test_each_experiment_writes_its_results_tables_report_and_verdicts(name: str
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == name and results["scale"]["name"] == "smoke"
     report = (out / "report.md").read_text()
-    assert report.startswith("## ") and "| claim | paper | ours | verdict |" in report
+    assert report.startswith("## ") and "| claim | paper | ours | estimate [95% CI] | p (Holm) | verdict |" in report
     assert results["claims"] and all(claim["verdict"] in VERDICTS for claim in results["claims"])
+    assert all(set(FIELDS) <= set(claim) for claim in results["claims"])
+    with (out / "claims.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    assert [row["name"] for row in rows] == [claim["name"] for claim in results["claims"]]
     assert list(out.glob("*.csv")), "every experiment writes a CSV table"
     if name in FIGURES:
         assert (out / FIGURES[name]).read_bytes().startswith(PNG)
@@ -71,7 +76,10 @@ def test_transfer_matrix_matches_a_direct_attack(runs, smoke_models: Path) -> No
     # One cell recomputed by hand: HMCAM crafted on LeNet, tested on the MLP.
     models = trained_zoo("smoke", smoke_models)
     images, labels = attack_images(SMOKE, None, torch.device("cpu"))
-    crafted = SMOKE.settings("hmcam", 0).build(models["LeNet"])(images, labels)
+    # The experiments run at the calibrated eps (cached beside the zoo by the runs above).
+    scale = calibrated(SMOKE, RunOptions(out, models_dir=smoke_models, progress=False))
+    assert json.loads((out / "results.json").read_text())["scale"]["eps"] == scale.eps
+    crafted = scale.settings("hmcam", 0).build(models["LeNet"])(images, labels)
     correct = predict(models["MLP"], images) == labels
     expected = float((predict(models["MLP"], crafted)[correct] != labels[correct]).float().mean())
     cell = next(r for r in rows if (r["source"], r["attack"], r["target"]) == ("LeNet", "hmcam", "MLP"))
@@ -82,6 +90,25 @@ def test_transfer_matrix_matches_a_direct_attack(runs, smoke_models: Path) -> No
     )
 
 
+@pytest.mark.parametrize("name", ["transfer", "ensemble", "targeted"])
+def test_transfer_ensemble_and_targeted_judge_their_declared_claims(name: str, runs) -> None:
+    from hmcam.experiments import ensemble, targeted, transfer
+
+    declared = {"transfer": transfer.CLAIMS, "ensemble": ensemble.CLAIMS, "targeted": targeted.CLAIMS}[name]
+    records = runs[name]["claims"]
+    assert [record["name"] for record in records] == list(declared)
+    for record in records:
+        assert set(FIELDS) <= set(record) and record["verdict"] in VERDICTS
+        assert record["experiment"] == name and record["unit"] == "images"
+        assert record["direction"] == declared[record["name"]].direction
+        if record["verdict"] == "untestable":
+            assert record["reason"] and record["estimate"] is None
+        else:
+            assert record["n"] > 0 and record["ci_low"] <= record["estimate"] <= record["ci_high"]
+    written = list(csv.DictReader((Path(runs[name]["out"]) / "claims.csv").open()))
+    assert [row["name"] for row in written] == list(declared)
+
+
 def test_iterations_and_step_size_tables_cover_their_sweeps(runs) -> None:
     iterations = json.loads((Path(runs["iterations"]["out"]) / "results.json").read_text())
     assert [row["N"] for row in iterations["rows"]] == [1, 2, 3] * 2
@@ -89,6 +116,39 @@ def test_iterations_and_step_size_tables_cover_their_sweeps(runs) -> None:
     assert [row["alpha / eps"] for row in step["rows"]] == [0.001, 0.01, 0.03, 0.1] * 2
     for fractions in step["capped_per_step"].values():
         assert len(fractions) == SMOKE.budget and all(0 <= f <= 1 for f in fractions)
+
+
+@pytest.mark.parametrize("name", ["iterations", "step-size", "diversity", "all-or-nothing", "few-sample"])
+def test_sweep_and_sample_experiments_judge_their_declared_claims(name: str, runs) -> None:
+    from hmcam.experiments import all_or_nothing, claims, diversity, few_sample, iterations, step_size
+
+    modules = {"iterations": iterations, "step-size": step_size, "diversity": diversity}
+    modules |= {"all-or-nothing": all_or_nothing, "few-sample": few_sample}
+    declared = modules[name].CLAIMS
+    records = runs[name]["claims"]
+    assert [record["name"] for record in records] == list(declared)
+    for record in records:
+        assert set(claims.FIELDS) <= set(record) and record["verdict"] in claims.VERDICTS
+        assert record["experiment"] == name and record["unit"] == "images"
+        assert record["direction"] == declared[record["name"]].direction
+        if record["verdict"] == "untestable":
+            assert record["reason"] and record["estimate"] is None
+        else:
+            assert record["n"] > 0 and record["ci_low"] <= record["estimate"] <= record["ci_high"]
+    written = list(csv.DictReader((Path(runs[name]["out"]) / "claims.csv").open()))
+    assert [row["name"] for row in written] == list(declared)
+
+
+def test_step_size_insensitivity_is_untestable_exactly_when_the_cap_binds(runs) -> None:
+    from hmcam.experiments.step_size import CAPPED_UNTESTABLE, capped_share
+
+    results = json.loads((Path(runs["step-size"]["out"]) / "results.json").read_text())
+    capped = {float(factor): fractions for factor, fractions in results["capped_per_step"].items()}
+    share, _ = capped_share(capped)
+    record = next(r for r in results["claims"] if r["name"] == "hmcam-insensitive-white")
+    assert record["direction"] == "equivalent" and record["margin"] > 0
+    assert (record["verdict"] == "untestable") == (share >= CAPPED_UNTESTABLE)
+    assert f"{100 * share:.1f}%" in record["ours"]  # the measured fraction is stated either way
 
 
 def test_diversity_compares_four_generators_with_chain_diagnostics(runs) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from hmcam.experiments.demo import COLUMNS, SEQUENCE_COLUMNS, SOURCE, TARGET, main_summary, run_demo
+from hmcam.experiments.claims import FIELDS, VERDICTS
+from hmcam.experiments.demo import CLAIMS, COLUMNS, SEQUENCE_COLUMNS, SOURCE, TARGET, main_summary, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
     out = Path(demo["out"])
-    for name in ("config.json", "results.json", "results.csv", "sequence.csv", "report.md", "report.html"):
+    for name in (
+        "config.json",
+        "results.json",
+        "results.csv",
+        "sequence.csv",
+        "claims.csv",
+        "report.md",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     for name in ("success.png", "grid.png", "chain.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
@@ -38,6 +47,24 @@ def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
     assert rows[-1]["any_sample_black_box"] and float(rows[-1]["any_sample_black_box"]) >= float(
         rows[-1]["black_box_success"]
     )  # any of the samples includes the last one
+
+
+def test_the_claims_are_judged_per_image(demo: dict[str, Any]) -> None:
+    out = Path(demo["out"])
+    claims = json.loads((out / "results.json").read_text())["claims"]
+    assert [claim["name"] for claim in claims] == list(CLAIMS) == ["hmcam-vs-mpgd-white", "hmcam-vs-mpgd-black"]
+    rows = {row["attack"]: row for row in csv.DictReader((out / "results.csv").open())}
+    for claim, column in zip(claims, ("white_box_success", "black_box_success"), strict=True):
+        assert set(FIELDS) <= set(claim) and claim["verdict"] in VERDICTS
+        assert claim["unit"] == "images" and claim["direction"] == "greater" and 0 < claim["n"] <= 32
+        # The tested statistic is the table's difference: HMCAM minus M-PGD, in points.
+        difference = 100 * (float(rows["hmcam"][column]) - float(rows["mpgd"][column]))
+        # 32 images may leave too few informative ones to test (the engine then gives no estimate).
+        assert claim["estimate"] is None or claim["estimate"] == pytest.approx(difference, abs=1e-3)
+    table = list(csv.DictReader((out / "claims.csv").open()))
+    assert list(table[0]) == list(FIELDS) and [row["name"] for row in table] == list(CLAIMS)
+    report = (out / "report.md").read_text()
+    assert "## The claims" in report and "estimate [95% CI]" in report
 
 
 def test_the_sequence_has_its_diagnostics(demo: dict[str, Any]) -> None:

@@ -15,10 +15,10 @@ import pytest
 from hmcam.cli import main
 from hmcam.core.storage import current_umask
 from hmcam.core.validate import choose
+from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, run_reproduce
 from hmcam.experiments.setup import ATTACK_SCALES
-from hmcam.experiments.verdicts import VERDICTS
 
 SMOKE = REPRODUCE_SCALES["smoke"]
 RUN_FILES = ("config.json", "results.json", "results.csv", "report.md", "report.html")
@@ -61,7 +61,8 @@ def test_a_killed_run_resumes_without_redoing_finished_experiments(reproduced: d
     for name, stamp in reproduced["before"].items():
         assert (out / name / "results.json").stat().st_mtime_ns == stamp, f"{name} was redone"
     progress = json.loads((out / "progress.json").read_text())
-    assert set(progress) == set(ORDER) and all(entry["seconds"] >= 0 for entry in progress.values())
+    experiments = {name for name in progress if not name.startswith("sensitivity/")}
+    assert experiments == set(ORDER) and all(entry["seconds"] >= 0 for entry in progress.values())
     log = (out / "reproduce.log").read_text()
     assert log.count("start transfer") == 1 and log.count(f"start {ORDER[3]}") == 1
 
@@ -88,17 +89,43 @@ def test_the_top_report_gathers_every_claim_and_figure(reproduced: dict[str, Any
     claims = list(csv.DictReader((out / "results.csv").open()))
     per_experiment = [len(json.loads((out / name / "results.json").read_text())["claims"]) for name in ORDER]
     assert len(claims) == sum(per_experiment) and all(count > 0 for count in per_experiment)
-    assert {claim["verdict"] for claim in claims} <= set(VERDICTS)
+    assert {claim["verdict"] for claim in claims} <= set(VERDICTS) and set(FIELDS) <= set(claims[0])
+    assert list(csv.DictReader((out / "claims.csv").open())) == claims
+    # One Holm family for the whole reproduction: no adjusted p below an experiment's own.
+    for name in ORDER:
+        own = json.loads((out / name / "results.json").read_text())["claims"]
+        together = [claim for claim in claims if claim["experiment"] == name]
+        for alone, joint in zip(own, together, strict=True):
+            if alone["p_adjusted"] is not None:
+                assert float(joint["p_adjusted"]) >= alone["p_adjusted"] - 1e-9
     assert [claim["experiment"] for claim in claims] == sorted(
         (claim["experiment"] for claim in claims), key=ORDER.index
     )
     page = (out / "report.html").read_text()
-    figures = sum(len(list((out / name).glob("*.png"))) for name in ORDER)
+    folders = [out / name for name in ORDER] + sorted((out / "sensitivity").iterdir())
+    figures = sum(len(list(folder.glob("*.png"))) for folder in folders)
     assert len(re.findall(r'src="data:image/png;base64,', page)) == figures
-    assert page.count('<section id="run-') == len(ORDER)
+    assert page.count('<section id="run-') == len(folders)
     assert "hmcam reproduce --scale smoke" in page
     markdown = (out / "report.md").read_text()
     assert markdown.count("\n## ") >= len(ORDER) and "](transfer/" in markdown
+
+
+def test_transfer_is_rerun_at_the_neighbouring_eps_of_the_calibration(reproduced: dict[str, Any]) -> None:
+    out = reproduced["out"]
+    calibration = json.loads((out / "transfer" / "results.json").read_text())["scale"]["calibration"]
+    grid, chosen = calibration["grid"], calibration["chosen"]
+    index = grid.index(chosen)
+    neighbours = [grid[i] for i in (index - 1, index + 1) if 0 <= i < len(grid)]
+    runs = sorted(path.name for path in (out / "sensitivity").iterdir())
+    assert runs == sorted(f"transfer-eps{eps:.4g}" for eps in neighbours)
+    for eps in neighbours:
+        results = json.loads((out / "sensitivity" / f"transfer-eps{eps:.4g}" / "results.json").read_text())
+        assert results["scale"]["eps"] == eps
+    rows = list(csv.DictReader((out / "sensitivity.csv").open()))
+    transfer = json.loads((out / "transfer" / "results.json").read_text())["claims"]
+    assert [row["claim"] for row in rows] == [claim["claim"] for claim in transfer]
+    assert len(rows[0]) == 1 + 1 + len(neighbours) and f"eps {chosen:.4g} (chosen)" in rows[0]
 
 
 def test_the_page_loads_in_chromium(reproduced: dict[str, Any], check_page) -> None:

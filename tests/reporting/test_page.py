@@ -15,7 +15,16 @@ from hmcam.reporting.page import _shift_headings, read_run, write_report
 from hmcam.reporting.provenance import run_record
 from hmcam.reporting.run_folder import RunFolder
 
-CLAIM = {"claim": "HMCAM transfers better than PGD", "paper": "+7.7 points", "ours": "+0.8 points", "verdict": "partly"}
+CLAIM = {
+    "claim": "HMCAM transfers better than PGD",
+    "paper": "+7.7 points",
+    "ours": "+0.8 points",
+    "estimate": 0.8,
+    "ci_low": -0.4,
+    "ci_high": 2.0,
+    "p_adjusted": 0.21,
+    "verdict": "inconclusive",
+}
 
 
 def make_run(folder: Path, name: str, claims: list[dict[str, str]] | None = None, report: str | None = None) -> Path:
@@ -37,7 +46,7 @@ def make_run(folder: Path, name: str, claims: list[dict[str, str]] | None = None
 
 def test_the_page_embeds_every_figure_and_lists_claims_runs_and_environment(tmp_path: Path) -> None:
     first = make_run(tmp_path / "runs" / "transfer", "transfer", [CLAIM])
-    second = make_run(tmp_path / "runs" / "ensemble", "ensemble", [{**CLAIM, "verdict": "holds"}])
+    second = make_run(tmp_path / "runs" / "ensemble", "ensemble", [{**CLAIM, "verdict": "supported"}])
     written = write_report([first, second], tmp_path / "out" / "page.html", title="two runs")
     page = Path(written["html"]).read_text()
     assert written["markdown"] == str(tmp_path / "out" / "page.md")
@@ -52,8 +61,9 @@ def test_the_page_embeds_every_figure_and_lists_claims_runs_and_environment(tmp_
         and "https://" not in page
     )
     # The claims table: one row per claim, coloured by verdict; the report's own table is rendered.
-    assert '<tr class="partly"><td>transfer</td><td>HMCAM transfers better than PGD</td>' in page
-    assert '<tr class="holds"><td>ensemble</td>' in page
+    assert '<tr class="inconclusive"><td>transfer</td><td>HMCAM transfers better than PGD</td>' in page
+    assert "<td>+0.80 [-0.40, +2.00]</td><td>0.21</td>" in page
+    assert '<tr class="supported"><td>ensemble</td>' in page
     assert "<td>pgd</td>" in page and "<h2>transfer</h2>" in page
     # The overview links to each run's section.
     for anchor in re.findall(r'<a href="#([^"]+)">', page):
@@ -106,7 +116,7 @@ def test_bad_folders_and_figures_are_named_in_the_error(tmp_path: Path) -> None:
 
 def test_the_page_loads_in_chromium_without_errors_and_every_image_decodes(tmp_path: Path, check_page) -> None:
     first = make_run(tmp_path / "transfer", "transfer", [CLAIM])
-    second = make_run(tmp_path / "ensemble", "ensemble", [{**CLAIM, "verdict": "does not hold"}])
+    second = make_run(tmp_path / "ensemble", "ensemble", [{**CLAIM, "verdict": "contradicted"}])
     page = Path(write_report([first, second], tmp_path / "report.html")["html"])
     check = check_page(page)
     assert check.images == ["ok"] * 4 and check.console == [] and check.shows_something

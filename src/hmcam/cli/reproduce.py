@@ -39,6 +39,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the reproduction; returns where the report is, each experiment's minutes and the verdicts."""
     # Deferred: torch and the experiments load only when the command runs, not for `hmcam --help`.
+    from hmcam.experiments.claims import VERDICTS
     from hmcam.experiments.reproduce import REPRODUCE_SCALES, run_reproduce
 
     out = check_output_folder(args.out)
@@ -54,8 +55,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "report": result["report"],
         "minutes": {entry["experiment"]: round(entry["seconds"] / 60, 2) for entry in result["experiments"]},
-        "verdicts": {
-            verdict: sum(claim["verdict"] == verdict for claim in result["claims"])
-            for verdict in ("holds", "partly", "does not hold")
-        },
+        "verdicts": {verdict: sum(claim["verdict"] == verdict for claim in result["claims"]) for verdict in VERDICTS},
     }

@@ -3,7 +3,8 @@
 :func:`run_efficiency` trains every arm of a scale's studies with every seed, scores each final
 model, and writes the run folder's tables, curves and report. The plan (:data:`SCALES`) lives in
 :mod:`hmcam.experiments.at_efficiency_plan`, one run in :mod:`~hmcam.experiments.at_efficiency_run`,
-the statistics and claims in :mod:`~hmcam.experiments.at_efficiency_claims` and the report in
+the statistics and the declared claims (judged over seeds by :mod:`hmcam.experiments.claims`) in
+:mod:`~hmcam.experiments.at_efficiency_claims` and the report in
 :mod:`~hmcam.experiments.at_efficiency_report`. What it measures and how:
 ``docs/experiments.md`` (Adversarial training at equal cost); its files: ``docs/outputs.md``.
 """
@@ -17,7 +18,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hmcam.experiments.at_efficiency_claims import claims, compare, oscillation, spread_summary, summarize
+from hmcam.experiments.at_efficiency_claims import (
+    CLAIMS,
+    compare,
+    judge_studies,
+    oscillation,
+    spread_summary,
+    study_evidence,
+    summarize,
+)
 from hmcam.experiments.at_efficiency_plan import (
     ATTACKS,
     METRICS,
@@ -36,20 +45,22 @@ from hmcam.reporting.run_folder import RunFolder
 
 __all__ = [
     "ATTACKS",
+    "CLAIMS",
     "METRICS",
     "SCALES",
     "Arm",
     "Scale",
     "Study",
     "arm_epochs",
-    "claims",
     "compare",
+    "judge_studies",
     "oscillation",
     "plan",
     "planned_passes",
     "restrict",
     "run_efficiency",
     "spread_summary",
+    "study_evidence",
 ]
 
 
@@ -64,7 +75,8 @@ def run_efficiency(
 ) -> dict[str, Any]:
     """Run every study, arm and seed of ``scale`` into ``out`` (resuming what is there) and write the report.
 
-    Returns ``{"out", "plan", "summary", "report"}``. ``callback(result)`` is called after each run.
+    Returns ``{"out", "plan", "summary", "claims", "report"}``; ``claims`` holds every judged claim record
+    (all studies' claims are one Holm family). ``callback(result)`` is called after each run.
     A configuration left in ``out`` by another scale or other settings is an error: results of two
     plans are never mixed.
     """
@@ -79,5 +91,7 @@ def run_efficiency(
         if callback is not None:
             callback(result)
     summary = summarize(results, scale)
-    report = write_report(folder, scale, results, summary)
-    return {"out": str(folder.path), "plan": planned, "summary": summary, "report": report}
+    claims = judge_studies(results, scale)
+    report = write_report(folder, scale, results, summary, claims)
+    records = [record for study in scale.studies for record in claims[study.name]]
+    return {"out": str(folder.path), "plan": planned, "summary": summary, "claims": records, "report": report}

@@ -1,19 +1,20 @@
 """The equal-cost training comparison's tables, curves and report, written into its run folder.
 
-Given every run's result and the summary over seeds (:mod:`hmcam.experiments.at_efficiency_claims`),
-this writes the per-run and per-arm tables, each study's curves (Fig. 5), the results with the claims
-and the report; ``docs/outputs.md`` (Experiment folders) lists the files.
+Given every run's result, the summary over seeds and the judged claims
+(:mod:`hmcam.experiments.at_efficiency_claims`), this writes the per-run and per-arm tables, each
+study's curves (Fig. 5), the results with the claims, ``claims.csv`` and the report;
+``docs/outputs.md`` (Experiment folders) lists the files.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from hmcam.experiments.at_efficiency_claims import claims, oscillation, percent
+from hmcam.experiments.at_efficiency_claims import percent
 from hmcam.experiments.at_efficiency_plan import METRICS, ROBUST_SUITE, Scale, Study
-from hmcam.experiments.setup import claim_table
+from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
+from hmcam.experiments.setup import CLAIMS_TABLE, claim_table
 from hmcam.reporting.figures import save_training_curves
 from hmcam.reporting.run_folder import RunFolder
 from hmcam.reporting.tables import markdown_table
@@ -81,31 +82,17 @@ def _setting(study: Study, scale: Scale) -> str:
     )
 
 
-def _separated(study_summary: dict[str, Any]) -> list[str]:
-    # The accuracy differences whose seed ranges do not overlap, each once (the positive direction).
-    return [
-        f"- {pair}: {metric} {100 * c['difference']:+.1f} points"
-        for pair, metrics in study_summary["differences"].items()
-        for metric, c in metrics.items()
-        if c["exceeds_spread"] and c["difference"] > 0 and metric not in ("train_minutes", "passes")
-    ]
-
-
 def _study_section(
     folder: RunFolder, study: Study, scale: Scale, results: Sequence[dict[str, Any]], study_summary: dict[str, Any]
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Draw ``study``'s curves, add its oscillation and claims to ``study_summary``; its report lines and table rows."""
+    """Draw ``study``'s curves; its report lines (with the judged claims of ``study_summary``) and table rows."""
     table_rows, shown_rows = _arm_rows(study, study_summary)
     curves: dict[str, list[list[dict[str, Any]]]] = {
         label: [r["curve"] for r in results if r["study"] == study.name and r["arm"] == label]
         for label in study_summary["arms"]
     }
     save_training_curves(folder.file(curves_file(study)), curves, title=f"{study.name}, eps {study.eps:.4g}")
-    study_summary["oscillation"] = {
-        label: statistics.fmean(oscillation(curve) for curve in runs) for label, runs in curves.items()
-    }
-    study_claims = claims(study_summary, study.reference)
-    study_summary["claims"] = study_claims
+    study_claims = study_summary["claims"]
     lines = [
         f"## {study.name}",
         "",
@@ -123,38 +110,40 @@ def _study_section(
         "",
         "### The paper's claims, as this run measures them",
         "",
+        "Each claim compares CAT's values over the training seeds with its rival's (Welch's t-test, "
+        "differences in points); the p-values are Holm-adjusted across every claim of the run.",
+        "",
         claim_table(study_claims) if study_claims else "No claim of the paper concerns these arms.",
-        "",
-        "Differences whose seed ranges do not overlap (every seed of one arm beats every seed of the other):",
-        "",
-        *(_separated(study_summary) or ["- none"]),
         "",
     ]
     return lines, table_rows
 
 
-def write_report(folder: RunFolder, scale: Scale, results: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
-    """Write the tables, the curves, the results and the reports into ``folder``; returns the Markdown report.
+def write_report(
+    folder: RunFolder,
+    scale: Scale,
+    results: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    claims: dict[str, list[dict[str, Any]]],
+) -> str:
+    """Write the tables, the curves, the results, the claims and the reports into ``folder``; returns the report.
 
-    Each study's part of ``summary`` gets its ``oscillation`` and ``claims``. The results carry
-    ``folder``'s run record (its start time and device).
+    ``claims`` holds each study's judged claim records (one Holm family for the run): each study's
+    part of ``summary`` gets its own as ``claims``, the results all of them, and ``claims.csv`` one
+    row each. The results carry ``folder``'s run record (its start time and device).
     """
     folder.write_table(results, RUN_COLUMNS)
     table_rows: list[dict[str, Any]] = []
     lines = [f"# Adversarial training at equal cost: scale `{scale.name}`", "", scale.description, ""]
     for study in scale.studies:
+        summary[study.name]["claims"] = claims[study.name]
         study_lines, study_rows = _study_section(folder, study, scale, results, summary[study.name])
         lines += study_lines
         table_rows += study_rows
     folder.write_table(table_rows, SUMMARY_COLUMNS, name=SUMMARY_TABLE)
-    claims_found = [
-        {**claim, "claim": claim["claim"] + (f" [{name}]" if len(summary) > 1 else "")}
-        for name, part in summary.items()
-        for claim in part["claims"]
-    ]
-    folder.write_results(
-        {"experiment": "at-efficiency", "scale": scale.name, "studies": summary, "claims": claims_found}
-    )
+    records = [record for study in scale.studies for record in claims[study.name]]
+    folder.write_table(records, CLAIM_FIELDS, CLAIMS_TABLE)
+    folder.write_results({"experiment": "at-efficiency", "scale": scale.name, "studies": summary, "claims": records})
     report = "\n".join(lines)
     folder.write_report(report)
     return report

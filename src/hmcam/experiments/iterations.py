@@ -4,17 +4,20 @@ For each N in 1 .. ``max_steps`` every source model crafts examples with M-PGD (
 (one transition of N accumulated-momentum steps and its Metropolis-Hastings test: the first N
 iterations of the chain, as the figure clips the start of a run), and each is scored on every
 target. PGD with ten times the largest N is the reference of the paper's second claim ("HMCAM with
-N = 10 beats PGD with N = 100 black-box").
+N = 10 beats PGD with N = 100 black-box"). The claims are judged per image
+(:mod:`hmcam.experiments.claims`): "at every N" is one statistic, the difference averaged over N.
 """
 
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
+from hmcam.experiments.claims import Claim, Evidence, judge
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     AttackScale,
@@ -25,9 +28,9 @@ from hmcam.experiments.setup import (
     claim_table,
     finish_experiment,
     hits_on_targets,
+    image_differences,
     jobs,
 )
-from hmcam.experiments.verdicts import verdict
 from hmcam.reporting.figures import save_curve_panels
 from hmcam.reporting.tables import markdown_table
 
@@ -35,11 +38,83 @@ from hmcam.reporting.tables import markdown_table
 MAX_STEPS = {"smoke": 3, "small": 10, "paper": 10}
 #: The success curves.
 FIGURE = "iterations.png"
+#: The claims of Fig. 2, declared before any run; "at every N" is one statistic pooled over N.
+CLAIMS = {
+    claim.name: claim
+    for claim in (
+        *(
+            Claim(
+                experiment="iterations",
+                name=f"hmcam-above-mpgd-{kind}",
+                claim=f"HMCAM is above M-PGD at every N ({kind}-box)",
+                paper="at all N = 1 .. 10 (Fig. 2)",
+                statistic=f"HMCAM minus M-PGD {kind}-box success, points, per image averaged over N = 1 .. max, "
+                f"{'source = target' if kind == 'white' else 'natural source/target'} pairs and seeds",
+                unit="images",
+                direction="greater",
+            )
+            for kind in ("white", "black")
+        ),
+        Claim(
+            experiment="iterations",
+            name="hmcam-beats-long-pgd-black",
+            claim="HMCAM with N = max beats PGD with N = 10 max (black-box)",
+            paper="HMCAM (N = 10) above PGD (N = 100) (Fig. 2)",
+            statistic="HMCAM (N = max) minus PGD (N = 10 max) black-box success, points, per image averaged over "
+            "natural source/target pairs and seeds",
+            unit="images",
+            direction="greater",
+        ),
+    )
+}
+
+
+Hits: TypeAlias = dict[tuple[str, str, int], Tensor]
+Pair: TypeAlias = tuple[Tensor, Tensor, Tensor]
 
 
 def _rates(setup: Bench, hits: Tensor) -> Tensor:
     """Success per target ([targets]) from hits ``[seeds, targets, images]``, among each target's correct images."""
     return torch.stack([hits[:, j, setup.correct[t]].float().mean() for j, t in enumerate(setup.targets)])
+
+
+def box_pairs(setup: Bench, kind: str) -> list[tuple[str, int, str]]:
+    """(source, target index, target): white-box (source = target) or natural black-box pairs."""
+    return [
+        (source, j, target)
+        for source in setup.sources
+        for j, target in enumerate(setup.targets)
+        if (source == target) == (kind == "white") and target not in setup.adversarial
+    ]
+
+
+def per_image_evidence(claim: Claim, pairs: Sequence[Pair], ours: str) -> Evidence:
+    """The claim's per-image evidence (points) from hits pairs; untestable when no pair counts an image."""
+    differences = image_differences(pairs) if pairs else torch.empty(0)
+    if differences.numel() == 0:
+        return claim.evidence(ours="no image counted", untestable="no source/target pair of this kind counts an image")
+    return claim.evidence(differences.numpy(), ours=f"{float(differences.mean()):+.2f} points per image {ours}")
+
+
+def claim_evidence(setup: Bench, hits: Hits, steps: list[int]) -> list[Evidence]:
+    """Evidence of the three claims: HMCAM minus M-PGD pooled over N (white, black), HMCAM minus long PGD."""
+    largest = steps[-1]
+    evidence = []
+    for kind in ("white", "black"):
+        pairs = [
+            (hits[(source, "hmcam", n)][:, j], hits[(source, "mpgd", n)][:, j], setup.correct[target])
+            for n in steps
+            for source, j, target in box_pairs(setup, kind)
+        ]
+        ours = f"(HMCAM minus M-PGD, mean over N = 1 .. {largest}, {kind}-box pairs and seeds)"
+        evidence.append(per_image_evidence(CLAIMS[f"hmcam-above-mpgd-{kind}"], pairs, ours))
+    long_pairs = [
+        (hits[(source, "hmcam", largest)][:, j], hits[(source, "pgd", 10 * largest)][:, j], setup.correct[target])
+        for source, j, target in box_pairs(setup, "black")
+    ]
+    ours = f"(HMCAM N = {largest} minus PGD N = {10 * largest}, black-box pairs and seeds)"
+    evidence.append(per_image_evidence(CLAIMS["hmcam-beats-long-pgd-black"], long_pairs, ours))
+    return evidence
 
 
 def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
@@ -54,7 +129,7 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
 
     runs = [(source, attack, n) for source in setup.sources for attack in ("mpgd", "hmcam") for n in steps]
     runs += [(source, "pgd", 10 * largest) for source in setup.sources]
-    rates: dict[tuple[str, str, int], Tensor] = {}
+    hits: Hits = {}
     for source, attack, n in jobs(runs, "iterations", options.progress):
 
         def compute(source: str = source, attack: str = attack, n: int = n) -> dict[str, Tensor]:
@@ -64,17 +139,11 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             )
             return {"hits": found}
 
-        hits = folder.cached(cache_file(f"{source}-{attack}-{n}"), compute)["hits"].bool()
-        rates[(source, attack, n)] = _rates(setup, hits)
+        hits[(source, attack, n)] = folder.cached(cache_file(f"{source}-{attack}-{n}"), compute)["hits"].bool()
+    rates = {key: _rates(setup, found) for key, found in hits.items()}
 
     def mean(attack: str, n: int, kind: str) -> float:
-        values = [
-            float(rates[(source, attack, n)][j])
-            for source in setup.sources
-            for j, target in enumerate(setup.targets)
-            if (source == target) == (kind == "white") and target not in setup.adversarial
-        ]
-        return 100 * statistics.fmean(values)
+        return 100 * statistics.fmean(float(rates[(source, attack, n)][j]) for source, j, _ in box_pairs(setup, kind))
 
     rows = [
         {
@@ -102,38 +171,17 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ylabel="success rate (%)",
         title=f"solid: white-box, dashed: black-box; eps {scale.eps:.4g}, {scale.images} images",
     )
-    above = {kind: [mean("hmcam", n, kind) > mean("mpgd", n, kind) for n in steps] for kind in ("white", "black")}
-    long_pgd = 100 * statistics.fmean(
-        float(rates[(source, "pgd", 10 * largest)][j])
-        for source in setup.sources
-        for j, target in enumerate(setup.targets)
-        if source != target and target not in setup.adversarial
-    )
-    claims = [
-        {
-            "claim": f"HMCAM is above M-PGD at every N ({kind}-box)",
-            "paper": "at all N = 1 .. 10 (Fig. 2)",
-            "ours": f"above at {sum(above[kind])} of {len(steps)} N; at N = {largest}: "
-            f"{mean('hmcam', largest, kind):.1f}% vs {mean('mpgd', largest, kind):.1f}%",
-            "verdict": verdict(["higher" if won else "tie" for won in above[kind]]),
-        }
-        for kind in ("white", "black")
-    ]
-    claims.append(
-        {
-            "claim": f"HMCAM with N = {largest} beats PGD with N = {10 * largest} black-box",
-            "paper": "HMCAM (N = 10) above PGD (N = 100)",
-            "ours": f"{mean('hmcam', largest, 'black'):.1f}% vs {long_pgd:.1f}%",
-            "verdict": "holds" if mean("hmcam", largest, "black") > long_pgd else "does not hold",
-        }
-    )
+    long_pgd = mean("pgd", 10 * largest, "black")
+    claims = judge(claim_evidence(setup, hits, steps))
     report = "\n".join(
         [
             "## Iterations (Fig. 2)",
             "",
             f"{scale.dataset}, L-inf eps {scale.eps:.4g}, N = 1 .. {largest}, {scale.images} test images, seeds "
             f"{list(scale.seeds)}; HMCAM at N is one transition of N steps. Mean success (%) over source and "
-            "natural target pairs.",
+            f"natural target pairs; PGD with N = {10 * largest}: {long_pgd:.2f}% black-box. The claims are judged "
+            "per image (differences averaged over N, pairs and seeds; the adversarially trained targets are not "
+            "counted).",
             "",
             markdown_table(rows, ["attack", "N", "white_box", "black_box"]),
             claim_table(claims),

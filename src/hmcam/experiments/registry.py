@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from hmcam.experiments.all_or_nothing import run_all_or_nothing
+from hmcam.experiments.calibration import calibrated
 from hmcam.experiments.diversity import run_diversity
 from hmcam.experiments.ensemble import run_ensemble
 from hmcam.experiments.few_sample import run_few_sample
 from hmcam.experiments.iterations import run_iterations
+from hmcam.experiments.setup import AttackScale, RunOptions
 from hmcam.experiments.step_size import run_step_size
 from hmcam.experiments.targeted import run_targeted
 from hmcam.experiments.transfer import run_transfer
@@ -18,10 +20,14 @@ from hmcam.experiments.transfer import run_transfer
 
 @dataclass(frozen=True)
 class AttackExperiment:
-    """An attack experiment: what of the paper it reproduces, and ``run(scale, options)``."""
+    """An attack experiment: what of the paper it reproduces, and the function that runs it at a scale."""
 
     reproduces: str
-    run: Callable[..., dict[str, Any]]
+    function: Callable[[AttackScale, RunOptions], dict[str, Any]]
+
+    def run(self, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
+        """Run at the scale's calibrated eps (:func:`hmcam.experiments.calibration.calibrated`) into ``options.out``."""
+        return self.function(calibrated(scale, options), options)
 
 
 #: The attack experiments in the paper's order; each takes an :class:`~hmcam.experiments.setup.AttackScale`.

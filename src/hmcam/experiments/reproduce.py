@@ -6,7 +6,11 @@ A reproduction scale (:data:`REPRODUCE_SCALES`) fixes the attack experiments' sc
 the paper's order, each into ``RUN_DIR/NAME`` (the attack experiments share one trained zoo in
 ``RUN_DIR/models``), and records each finished one in ``RUN_DIR/progress.json``: a rerun skips
 those and continues the one a kill interrupted from its own caches. It ends by rendering the page of
-every experiment and one page of them all, ``RUN_DIR/report.html`` with ``report.md`` beside it.
+every experiment and one page of them all, ``RUN_DIR/report.html`` with ``report.md`` beside it. The
+claims of all experiments are Holm-adjusted again as one family (:func:`~hmcam.experiments.claims.readjust`)
+in the reproduction's ``results.json``, ``results.csv`` and ``claims.csv`` and its page's claims table.
+As a sensitivity check, :data:`SENSITIVITY` runs again at the two eps of the calibration grid next to
+the chosen one (``RUN_DIR/sensitivity/``); ``sensitivity.csv`` sets its verdicts side by side.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from tqdm.auto import tqdm
 from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.at_efficiency import Scale as TrainingScale
 from hmcam.experiments.at_efficiency import plan, restrict, run_efficiency
+from hmcam.experiments.calibration import calibrate
+from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
+from hmcam.experiments.claims import readjust
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, AttackScale, RunOptions
+from hmcam.experiments.setup import ATTACK_SCALES, CLAIMS_TABLE, AttackScale, RunOptions
 from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, RunFolder
 
 #: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
@@ -42,10 +49,12 @@ ORDER = (
 )
 #: What the training comparison reproduces (the attack experiments say it in their registry).
 AT_EFFICIENCY = "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost"
+#: The experiment re-run at the calibrated eps's neighbours in the grid, as a sensitivity check of its verdicts.
+SENSITIVITY = "transfer"
+#: The folder of those runs, and the table that sets their verdicts beside the main run's.
+SENSITIVITY_FOLDER, SENSITIVITY_TABLE = "sensitivity", "sensitivity.csv"
 #: The finished experiments, and the log of starts and ends, in the reproduction's folder.
 PROGRESS_FILE, LOG_FILE = "progress.json", "reproduce.log"
-#: The columns of the reproduction's ``results.csv``: every experiment's claims.
-CLAIM_COLUMNS = ("experiment", "claim", "paper", "ours", "verdict")
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,38 @@ def _run_one(name: str, scale: ReproduceScale, folder: Path, options: RunOptions
         ATTACK_EXPERIMENTS[name].run(scale.attack, dataclasses.replace(options, out=folder, started=time.time()))
 
 
+def _sensitivity_runs(scale: ReproduceScale, top: RunFolder, options: RunOptions) -> dict[str, tuple[float, Path]]:
+    """The sensitivity runs of :data:`SENSITIVITY`: key in ``progress.json`` -> (eps, folder); none without a grid."""
+    if not scale.attack.eps_grid:
+        return {}
+    neighbours = calibrate(scale.attack, options).neighbours()
+    return {
+        f"{SENSITIVITY_FOLDER}/{SENSITIVITY}-eps{eps:.4g}": (
+            eps,
+            top.path / SENSITIVITY_FOLDER / f"{SENSITIVITY}-eps{eps:.4g}",
+        )
+        for eps in neighbours
+    }
+
+
+def _sensitivity_rows(main: Path, runs: dict[str, tuple[float, Path]], eps: float) -> list[dict[str, Any]]:
+    """Each claim of the sensitivity experiment: its verdict and estimate at the calibrated eps and its neighbours."""
+    found = {eps: json.loads((main / RESULTS_FILE).read_text())["claims"]}
+    for other, folder in runs.values():
+        found[other] = json.loads((folder / RESULTS_FILE).read_text())["claims"]
+    rows = []
+    for claim in found[eps]:
+        row: dict[str, Any] = {"claim": claim["claim"]}
+        for value in sorted(found):
+            match = next(c for c in found[value] if c["name"] == claim["name"])
+            label = f"eps {value:.4g}" + (" (chosen)" if value == eps else "")
+            row[label] = (
+                f"{match['verdict']} ({match['estimate']})" if match["estimate"] is not None else match["verdict"]
+            )
+        rows.append(row)
+    return rows
+
+
 def run_reproduce(
     scale: ReproduceScale,
     out: str | Path,
@@ -164,6 +205,17 @@ def run_reproduce(
             bar.update(1)
             if callback is not None:
                 callback(name)
+    sensitivity = _sensitivity_runs(scale, top, options)
+    for key, (eps, path) in sensitivity.items():
+        if key in finished and (path / REPORT_FILE).exists():
+            continue
+        _log(top, f"start {key}")
+        begun = time.time()
+        fixed = dataclasses.replace(scale.attack, eps=eps, eps_grid=(), calibration_images=0, calibration=None)
+        ATTACK_EXPERIMENTS[SENSITIVITY].function(fixed, dataclasses.replace(options, out=path, started=begun))
+        finished[key] = {"seconds": round(time.time() - begun, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        top.write_json(PROGRESS_FILE, finished)
+        _log(top, f"done {key} in {time.time() - begun:.0f} s")
     for folder in folders.values():
         folder.write_page()
     experiments = []
@@ -174,13 +226,29 @@ def run_reproduce(
         experiments.append(
             {"experiment": name, "reproduces": reproduces, "folder": name, "seconds": finished[name]["seconds"]}
         )
-        claims += [{"experiment": name, **claim} for claim in results.get("claims", [])]
+        claims += [{**claim, "experiment": name} for claim in results.get("claims", [])]
+    # One Holm family for the whole reproduction: every claim of every experiment.
+    claims = readjust(claims)
     total = sum(entry["seconds"] for entry in experiments)
-    top.write_table(claims, CLAIM_COLUMNS)
+    total += sum(finished[key]["seconds"] for key in sensitivity)
+    top.write_table(claims, CLAIM_FIELDS)
+    top.write_table(claims, CLAIM_FIELDS, CLAIMS_TABLE)
+    rows = []
+    if sensitivity:
+        chosen = json.loads(folders[SENSITIVITY].file(RESULTS_FILE).read_text())["scale"]["eps"]
+        rows = _sensitivity_rows(folders[SENSITIVITY].path, sensitivity, chosen)
+        top.write_table(rows, list(rows[0]), SENSITIVITY_TABLE)
     top.write_results(
-        {"scale": scale.name, "experiments": experiments, "experiment_seconds": round(total, 1), "claims": claims}
+        {
+            "scale": scale.name,
+            "experiments": experiments,
+            "experiment_seconds": round(total, 1),
+            "claims": claims,
+            "sensitivity": {"experiment": SENSITIVITY, "rows": rows},
+        }
     )
     title = f"hmcam reproduce --scale {scale.name}"
-    page = top.write_overview([folder.path for folder in folders.values()], title)
+    pages = [folder.path for folder in folders.values()] + [path for _, path in sensitivity.values()]
+    page = top.write_overview(pages, title, claims)
     _log(top, f"report {page}")
     return {"out": str(top.path), "report": str(page), "experiments": experiments, "claims": claims}

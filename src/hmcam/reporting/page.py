@@ -27,7 +27,7 @@ import markdown
 
 from hmcam.core.storage import atomic_write
 from hmcam.core.version import __version__
-from hmcam.reporting.tables import markdown_table
+from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, markdown_table
 
 #: What the figures may be, by suffix, and the bytes each must start with to decode.
 IMAGE_TYPES = {
@@ -35,8 +35,13 @@ IMAGE_TYPES = {
     ".jpg": ("image/jpeg", b"\xff\xd8"),
     ".jpeg": ("image/jpeg", b"\xff\xd8"),
 }
-#: How the page colours each verdict of :func:`hmcam.experiments.verdicts.verdict`.
-VERDICT_CLASSES = {"holds": "holds", "partly": "partly", "does not hold": "fails"}
+#: How the page colours each verdict of the claims engine (:mod:`hmcam.experiments.claims`).
+VERDICT_CLASSES = {
+    "supported": "supported",
+    "contradicted": "contradicted",
+    "inconclusive": "inconclusive",
+    "untestable": "untestable",
+}
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
@@ -49,7 +54,8 @@ th { background: #eef1f5; }
 img { max-width: 100%; height: auto; display: block; margin: .8rem 0; }
 pre { background: #f5f7fa; padding: .7rem; overflow-x: auto; font-size: .82rem; }
 code { background: #f0f2f5; padding: 0 .2rem; }
-.holds { background: #d9f2dc; } .partly { background: #fff1c7; } .fails { background: #f9d9d7; }
+.supported { background: #d9f2dc; } .contradicted { background: #f9d9d7; }
+.inconclusive { background: #fff1c7; } .untestable { background: #e4e7eb; }
 .meta td:first-child { font-weight: 600; white-space: nowrap; }
 .folder { color: #5a6675; font-size: .88rem; }
 """
@@ -237,10 +243,23 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def render_html(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> str:
+def _page_claims(
+    runs: Sequence[FinishedRun], claims: Sequence[dict[str, Any]] | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The claims table's rows: each run's own claims, or ``claims`` (judged across the runs, by experiment)."""
+    if claims is None:
+        return [(run.name, claim) for run in runs for claim in run.claims]
+    return [(str(claim.get("experiment", "")), claim) for claim in claims]
+
+
+def render_html(
+    runs: Sequence[FinishedRun], title: str, page_folder: Path, claims: Sequence[dict[str, Any]] | None = None
+) -> str:
     """The self-contained HTML page of ``runs`` (figures embedded, no script, no network).
 
     Links to each run's CSV and JSON files are relative to ``page_folder``, where the page is written.
+    ``claims``, when given, replace the runs' own in the claims table (a reproduction's, adjusted across
+    all its experiments).
     """
     overview = _table(
         [
@@ -255,13 +274,11 @@ def render_html(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> s
         ],
         ["run", "kind", "wall time", "finished", "claims"],
     )
-    claim_rows, claim_classes = [], []
-    for run in runs:
-        for claim in run.claims:
-            claim_rows.append(
-                (run.name, claim.get("claim"), claim.get("paper"), claim.get("ours"), claim.get("verdict"))
-            )
-            claim_classes.append(VERDICT_CLASSES.get(str(claim.get("verdict")), ""))
+    rows, claim_classes = [], []
+    for name, claim in _page_claims(runs, claims):
+        row = claim_rows([claim])[0]
+        rows.append((name, *(row[column] for column in CLAIM_COLUMNS)))
+        claim_classes.append(VERDICT_CLASSES.get(str(claim.get("verdict")), ""))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -273,13 +290,21 @@ def render_html(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> s
         "<h2>Runs</h2>",
         overview,
     ]
-    if claim_rows:
+    if rows:
         parts += [
             "<h2>The paper's claims</h2>",
-            "<p>Each claim with the paper's figure, ours and the verdict: <em>holds</em> when every comparison "
-            "behind it is significant in the paper's direction, <em>partly</em> when some are, <em>does not "
-            "hold</em> when none is (each run's report says how it decides).</p>",
-            _table(claim_rows, ["run", "claim", "paper", "ours", "verdict"], claim_classes),
+            "<p>Each claim with the paper's figure, ours, the estimate of its declared statistic with the 95% "
+            "interval, the Holm-adjusted p-value and the verdict: <em>supported</em> or <em>contradicted</em> "
+            "when the adjusted test is significant in or against the paper's direction, <em>inconclusive</em> "
+            "when neither (the run's <code>claims.csv</code> gives the smallest effect it could have detected), "
+            "<em>untestable</em> with the reason. "
+            + (
+                "The claims are adjusted together, across every run on this page; each run's own table below "
+                "is adjusted within that run.</p>"
+                if claims is not None
+                else "</p>"
+            ),
+            _table(rows, ["run", *CLAIM_COLUMNS], claim_classes),
         ]
     for index, run in enumerate(runs):
         body, used = _markdown_html(_shift_headings(run.report, 2), run.path)
@@ -307,8 +332,10 @@ def render_html(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> s
     return "\n".join(parts) + "\n"
 
 
-def render_markdown(runs: Sequence[FinishedRun], title: str, page_folder: Path) -> str:
-    """The page's content as Markdown, its figure paths relative to ``page_folder``."""
+def render_markdown(
+    runs: Sequence[FinishedRun], title: str, page_folder: Path, claims: Sequence[dict[str, Any]] | None = None
+) -> str:
+    """The page as Markdown, figure paths relative to ``page_folder`` (``claims``: see :func:`render_html`)."""
     lines = [f"# {title}", ""]
     lines.append(
         markdown_table(
@@ -324,9 +351,9 @@ def render_markdown(runs: Sequence[FinishedRun], title: str, page_folder: Path) 
             ["run", "kind", "wall time", "claims"],
         )
     )
-    claims = [{"run": run.name, **claim} for run in runs for claim in run.claims]
-    if claims:
-        lines += ["## The paper's claims", "", markdown_table(claims, ["run", "claim", "paper", "ours", "verdict"])]
+    table = [{"run": name, **claim_rows([claim])[0]} for name, claim in _page_claims(runs, claims)]
+    if table:
+        lines += ["## The paper's claims", "", markdown_table(table, ["run", *CLAIM_COLUMNS])]
     for run in runs:
         text = _shift_headings(run.report, 2)
         if not text.lstrip().startswith("## "):
@@ -349,9 +376,14 @@ def render_markdown(runs: Sequence[FinishedRun], title: str, page_folder: Path) 
 
 
 def write_report(
-    folders: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], title: str | None = None
+    folders: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    title: str | None = None,
+    claims: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """Render ``folders`` into the page ``out`` (``.html``) and its Markdown beside it; returns both paths.
+
+    ``claims``, when given, fill the claims table instead of the runs' own (see :func:`render_html`).
 
     The Markdown goes to ``out`` with the suffix ``.md``, except when that is the only run's own
     ``report.md`` (a run's page written into its folder), which is left as it is.
@@ -371,7 +403,7 @@ def write_report(
     markdown_file = page.with_suffix(".md")
     own = len(runs) == 1 and markdown_file.resolve() == (runs[0].path / "report.md").resolve()
     if not own:
-        atomic_write(markdown_file, render_markdown(runs, title, page.parent).encode())
+        atomic_write(markdown_file, render_markdown(runs, title, page.parent, claims).encode())
         written["markdown"] = str(markdown_file)
-    atomic_write(page, render_html(runs, title, page.parent).encode())
+    atomic_write(page, render_html(runs, title, page.parent, claims).encode())
     return written

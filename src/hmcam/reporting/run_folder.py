@@ -145,9 +145,14 @@ class RunFolder:
         write_report([self.path], page)
         return page
 
-    def write_overview(self, runs: Sequence[str | os.PathLike[str]], title: str) -> Path:
-        """Write ``report.html`` and ``report.md`` of this folder as one page over the run folders ``runs``."""
-        write_report(list(runs), self.file(PAGE_FILE), title=title)
+    def write_overview(
+        self, runs: Sequence[str | os.PathLike[str]], title: str, claims: Sequence[dict[str, Any]] | None = None
+    ) -> Path:
+        """Write ``report.html`` and ``report.md`` of this folder as one page over the run folders ``runs``.
+
+        ``claims``, when given, are the page's claims table (judged across all the runs).
+        """
+        write_report(list(runs), self.file(PAGE_FILE), title=title, claims=claims)
         return self.file(PAGE_FILE)
 
     def finished(self) -> bool:

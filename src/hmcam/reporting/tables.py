@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hmcam.core.storage import atomic_write
@@ -38,3 +38,29 @@ def write_csv(
     writer.writeheader()
     writer.writerows(records)
     atomic_write(path, buffer.getvalue().encode())
+
+
+#: The columns of a table of judged claims (:func:`hmcam.experiments.claims.judge`), in reports and pages.
+CLAIM_COLUMNS = ("claim", "paper", "ours", "estimate [95% CI]", "p (Holm)", "verdict")
+
+
+def interval_text(claim: Mapping[str, Any]) -> str:
+    """``estimate [low, high]`` of a judged claim, or ``-`` when it is untestable."""
+    if claim.get("estimate") is None:
+        return "-"
+    return f"{claim['estimate']:+.2f} [{claim['ci_low']:+.2f}, {claim['ci_high']:+.2f}]"
+
+
+def claim_rows(claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row of :data:`CLAIM_COLUMNS` per judged claim: the interval beside the estimate, Holm's p."""
+    return [
+        {
+            "claim": claim.get("claim"),
+            "paper": claim.get("paper"),
+            "ours": claim.get("ours"),
+            "estimate [95% CI]": interval_text(claim),
+            "p (Holm)": "-" if claim.get("p_adjusted") is None else f"{claim['p_adjusted']:.2g}",
+            "verdict": claim.get("verdict"),
+        }
+        for claim in claims
+    ]
