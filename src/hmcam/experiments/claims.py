@@ -346,15 +346,7 @@ def _record(
             "reason": item.untestable,
         }
     p_adjusted, p_opposite = supported[claim.name], opposed[claim.name]
-    if p_adjusted < ALPHA:
-        verdict, reason = "supported", f"Holm-adjusted p = {p_adjusted:.2g} < {ALPHA} in the paper's direction"
-    elif p_opposite < ALPHA:
-        verdict, reason = "contradicted", f"Holm-adjusted p = {p_opposite:.2g} < {ALPHA} against the paper's direction"
-    elif test.mde is None:
-        verdict, reason = "inconclusive", "no significant difference; every unit gave the same value"
-    else:
-        verdict = "inconclusive"
-        reason = f"no significant difference; an effect below {test.mde:.3g} could hide at 80% power"
+    verdict, reason = _verdict(p_adjusted, p_opposite, test.mde, "")
     return {
         **record,
         "estimate": round(test.estimate, 4),
@@ -362,7 +354,8 @@ def _record(
         "ci_high": round(test.high, 4),
         "p_value": _round_p(test.p_support),
         "p_adjusted": _round_p(p_adjusted),
-        "p_opposite": _round_p(p_opposite),
+        # Raw, like p_value: readjust() adjusts both again over a larger family.
+        "p_opposite": _round_p(test.p_oppose),
         "mde": None if test.mde is None else round(test.mde, 4),
         "verdict": verdict,
         "reason": reason,
@@ -371,6 +364,17 @@ def _record(
 
 def _round_p(p: float) -> float:
     return float(f"{p:.4g}")
+
+
+def _verdict(p_adjusted: float, p_opposite: float, mde: float | None, family: str) -> tuple[str, str]:
+    """The verdict and its reason from the Holm-adjusted p-values for and against the paper (``family``: its size)."""
+    if p_adjusted < ALPHA:
+        return "supported", f"Holm-adjusted p = {p_adjusted:.2g} < {ALPHA} in the paper's direction{family}"
+    if p_opposite < ALPHA:
+        return "contradicted", f"Holm-adjusted p = {p_opposite:.2g} < {ALPHA} against the paper's direction{family}"
+    if mde is None:
+        return "inconclusive", f"no significant difference{family}; every unit gave the same value"
+    return "inconclusive", f"no significant difference{family}; an effect below {mde:.3g} could hide at 80% power"
 
 
 def readjust(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -386,14 +390,7 @@ def readjust(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for index, p_adjusted, p_opposite in zip(testable, supported, opposed, strict=True):
         record = out[index]
         record["p_adjusted"] = _round_p(p_adjusted)
-        if p_adjusted < ALPHA:
-            record["verdict"] = "supported"
-            record["reason"] = f"Holm-adjusted p = {p_adjusted:.2g} < {ALPHA} across {count} claims"
-        elif p_opposite < ALPHA:
-            record["verdict"] = "contradicted"
-            record["reason"] = f"Holm-adjusted p = {p_opposite:.2g} < {ALPHA} against, across {count} claims"
-        else:
-            record["verdict"] = "inconclusive"
-            hide = "" if record.get("mde") is None else f"; an effect below {record['mde']:.3g} could hide"
-            record["reason"] = f"no significant difference across {count} claims{hide}"
+        record["verdict"], record["reason"] = _verdict(
+            p_adjusted, p_opposite, record.get("mde"), f" across {count} claims"
+        )
     return out
