@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,30 @@ def test_a_second_run_reuses_the_cached_attacks(runs, smoke_models: Path) -> Non
     again = ATTACK_EXPERIMENTS["iterations"].run(SMOKE, RunOptions(out, models_dir=smoke_models, progress=False))
     assert [path.stat().st_mtime_ns for path in cache] == stamps
     assert again["rows"] == runs["iterations"]["rows"]
+
+
+def test_several_zoos_run_one_by_one_and_their_claims_are_judged_together(smoke_models: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(smoke_models, models)  # zoo seed 1 is trained beside the session's zoo, not into it
+    scale = dataclasses.replace(SMOKE, zoo_seeds=(0, 1), images=24)
+    options = RunOptions(tmp_path / "transfer", models_dir=models, progress=False)
+    result = ATTACK_EXPERIMENTS["transfer"].run(scale, options)
+    out = Path(result["out"])
+    assert (models / "seed-1" / "LeNet_A").is_dir()
+    alone = {seed: json.loads((out / f"zoo-seed-{seed}" / "results.json").read_text()) for seed in (0, 1)}
+    assert all(run["scale"]["zoo_seeds"] == [seed] for seed, run in alone.items())
+    pooled = json.loads((out / "results.json").read_text())
+    assert [claim["name"] for claim in pooled["claims"]] == [claim["name"] for claim in alone[0]["claims"]]
+    testable = [claim for claim in pooled["claims"] if claim["verdict"] != "untestable"]
+    assert testable and all(claim["unit"] == "2 zoo seeds x images" for claim in testable)
+    with (out / "results.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    assert list(rows[0]) == ["claim", "zoo seed 0", "zoo seed 1", "pooled", "verdict"]
+    assert "zoo-seed-1/report.md" in (out / "report.md").read_text()
+    # A second run redoes no zoo: their folders are finished.
+    stamps = [(out / f"zoo-seed-{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)]
+    ATTACK_EXPERIMENTS["transfer"].run(scale, options)
+    assert [(out / f"zoo-seed-{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)] == stamps
 
 
 def test_command_line_runs_an_experiment_and_rejects_bad_seeds(smoke_models: Path, tmp_path: Path, capsys) -> None:

@@ -153,3 +153,49 @@ def test_bad_input_is_a_one_line_error() -> None:
         judge([claim("x").evidence([1.0], ours="-"), claim("x").evidence([2.0], ours="-")])
     with pytest.raises(ValueError, match="at least one difference"):
         paired_interval([])
+
+
+def _clustered(shift: float, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three clusters of 200 units each: the common effect ``shift``, cluster offsets of size ``spread``."""
+    rng = np.random.default_rng(seed)
+    offsets = spread * np.array([-1.0, 0.0, 1.0])
+    values = np.concatenate([rng.normal(shift + offset, 1.0, 200) for offset in offsets])
+    return values, np.repeat([0, 1, 2], 200)
+
+
+def test_clustered_units_use_the_two_stage_bootstrap() -> None:
+    claim = Claim("e", "c", "c", "p", "s", "images", "greater")
+    values, groups = _clustered(0.5, 0.05)
+    record = judge([claim.evidence(values, ours="-", groups=groups)])[0]
+    means = [values[groups == g].mean() for g in range(3)]
+    assert record["estimate"] == pytest.approx(np.mean(means), abs=1e-4)
+    assert record["unit"] == "3 zoo seeds x images" and record["n"] == 600
+    assert record["verdict"] == "supported" and record["ci_low"] < record["estimate"] < record["ci_high"]
+    # The same values as one sample of images: the interval ignores the clusters.
+    flat = judge([claim.evidence(values, ours="-")])[0]
+    assert flat["ci_high"] - flat["ci_low"] == pytest.approx(record["ci_high"] - record["ci_low"], rel=0.3)
+
+
+def test_a_difference_between_zoos_widens_the_interval_and_can_hide_an_effect() -> None:
+    claim = Claim("e", "c", "c", "p", "s", "images", "greater")
+    values, groups = _clustered(0.3, 1.0)
+    clustered = judge([claim.evidence(values, ours="-", groups=groups)])[0]
+    flat = judge([claim.evidence(values, ours="-")])[0]
+    # Pooled as if one zoo, the images alone make the effect look certain; the zoos say it is not.
+    assert flat["verdict"] == "supported"
+    assert clustered["verdict"] == "inconclusive" and clustered["mde"] > 0.3
+    assert clustered["ci_high"] - clustered["ci_low"] > 3 * (flat["ci_high"] - flat["ci_low"])
+
+
+def test_a_reversed_clustered_effect_is_contradicted() -> None:
+    claim = Claim("e", "c", "c", "p", "s", "images", "greater")
+    values, groups = _clustered(-0.6, 0.05)
+    assert judge([claim.evidence(values, ours="-", groups=groups)])[0]["verdict"] == "contradicted"
+
+
+def test_groups_must_label_each_paired_unit() -> None:
+    claim = Claim("e", "c", "c", "p", "s", "images", "greater")
+    with pytest.raises(ValueError, match="one label per value"):
+        claim.evidence([1.0, 2.0, 3.0], ours="-", groups=[0, 1])
+    with pytest.raises(ValueError, match="one label per value"):
+        claim.evidence([1.0, 2.0, 3.0], versus=[1.0, 2.0], ours="-", groups=[0, 1, 2])

@@ -10,14 +10,23 @@ from typing import Any
 import pytest
 
 from hmcam.experiments.claims import FIELDS, VERDICTS
-from hmcam.experiments.demo import CLAIMS, COLUMNS, SEQUENCE_COLUMNS, SOURCE, TARGET, main_summary, run_demo
+from hmcam.experiments.demo import (
+    CLAIMS,
+    COLUMNS,
+    GRID,
+    SEQUENCE_COLUMNS,
+    SOURCE,
+    TARGET,
+    main_summary,
+    run_demo,
+)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The demo on 32 test images with both networks trained one epoch on 1000 images."""
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(out, examples=32, epochs=1, train_limit=1000, progress=False)
+    return run_demo(out, examples=32, epochs=1, train_limit=1000, calibration_images=64, progress=False)
 
 
 def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
@@ -47,6 +56,19 @@ def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
     assert rows[-1]["any_sample_black_box"] and float(rows[-1]["any_sample_black_box"]) >= float(
         rows[-1]["black_box_success"]
     )  # any of the samples includes the last one
+
+
+def test_eps_is_calibrated_on_held_out_images(demo: dict[str, Any]) -> None:
+    out = Path(demo["out"])
+    results = json.loads((out / "results.json").read_text())
+    calibration = results["calibration"]
+    assert calibration["grid"] == list(GRID) and calibration["held_out"] == [32, 32 + 64]
+    assert results["eps"] == demo["eps"] == calibration["chosen"]
+    # The chosen eps is the grid's closest to the paper's white-box 92.7%.
+    gaps = [abs(rate - 92.7) for rate in calibration["white_box"]]
+    assert calibration["white_box"][GRID.index(calibration["chosen"])] - 92.7 in (min(gaps), -min(gaps))
+    assert "### Calibration of eps" in (out / "report.md").read_text()
+    assert f"eps {demo['eps']:.4g}, calibrated" in main_summary(demo)
 
 
 def test_the_claims_are_judged_per_image(demo: dict[str, Any]) -> None:
@@ -82,7 +104,7 @@ def test_the_summary_names_the_page_and_a_second_run_reuses_the_models(demo: dic
     printed = main_summary(demo)
     assert f"report page: {out / 'report.html'}" in printed and "| hmcam |" in printed
     stamp = (out / "source" / "state.safetensors").stat().st_mtime_ns
-    again = run_demo(out, examples=32, epochs=1, train_limit=1000, progress=False)
+    again = run_demo(out, examples=32, epochs=1, train_limit=1000, calibration_images=64, progress=False)
     assert (out / "source" / "state.safetensors").stat().st_mtime_ns == stamp
     # Seeded attacks on the same reloaded models: the same outcomes.
     for key in ("white_box_success", "black_box_success"):

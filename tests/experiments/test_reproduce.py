@@ -15,6 +15,7 @@ import pytest
 from hmcam.cli import main
 from hmcam.core.storage import current_umask
 from hmcam.core.validate import choose
+from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, run_reproduce
@@ -50,8 +51,11 @@ def test_scales_name_every_experiment_and_the_paper_scale_is_the_papers() -> Non
     assert set(REPRODUCE_SCALES) == {"smoke", "small", "paper"}
     assert REPRODUCE_SCALES["paper"].attack == ATTACK_SCALES["paper"]
     small = REPRODUCE_SCALES["small"]
-    assert small.attack.images == 500 and small.attack.seeds == (0,) and small.attack.budget == 20
-    assert all(study.train["train_limit"] == 20_000 for study in small.training.studies)
+    # One definition of small: each experiment's own; the attack experiments on three zoos, full training data.
+    assert small.attack == ATTACK_SCALES["small"] and small.training == TRAINING_SCALES["small"]
+    assert small.attack.zoo_seeds == (0, 1, 2) and small.attack.budget == 20
+    assert len(small.training.seeds) >= 5
+    assert all("train_limit" not in study.train for study in small.training.studies)
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         choose("scale", "huge", REPRODUCE_SCALES)
 

@@ -172,7 +172,8 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
         }
         for method in methods
     ]
-    claims = judge(claim_evidence(outcomes, f"{black}-all"))
+    judged = claim_evidence(outcomes, f"{black}-all")
+    claims = judge(judged)
     names = [str(row["method"]) for row in rows]
     save_bar_chart(
         folder.file(FIGURE),
@@ -202,4 +203,4 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
         ]
     )
     results = {"pairs": pairs, "eps": eps, "rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "all-or-nothing", scale, results, (rows, list(rows[0])), report)
+    return finish_experiment(folder, options, "all-or-nothing", scale, results, (rows, list(rows[0])), report, judged)

@@ -4,10 +4,11 @@ The paper's effects live in a regime where white-box PGD nearly always succeeds 
 about half of the time (Table 2, CIFAR-10 at eps 2/255: 92.7% and 52.7%). A fixed eps on another
 dataset can sit far from it (Fashion-MNIST at 0.05: black-box about 14%), where the differences the
 paper claims cannot show. :func:`calibrate` runs PGD, with the scale's budget, from every natural
-model of the zoo at each eps of the scale's grid, on test images that no experiment evaluates (the
-``calibration_images`` after the attacked ones), and picks the eps whose mean white-box success is
-closest to the paper's. The choice is cached beside the zoo, so every experiment of a reproduction
-uses the same eps, and recorded in each experiment's results.
+model of the zoo (of every zoo, for a scale of several zoo seeds) at each eps of the scale's grid, on
+test images that no experiment evaluates (the ``calibration_images`` after the attacked ones), and
+picks the eps whose mean white-box success is closest to the paper's. The choice is cached beside
+the zoo, so every experiment of a reproduction uses the same eps, and recorded in each experiment's
+results.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from torch import Tensor, nn
 
 from hmcam.core.batching import fetch
 from hmcam.core.distributed import resolve_device
 from hmcam.core.storage import atomic_write_json
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
+from hmcam.experiments.attack_run import AttackSettings
 from hmcam.experiments.setup import AttackScale, RunOptions, hits_on_targets
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
@@ -40,7 +44,8 @@ class Calibration:
 
     ``held_out`` is the ``[start, stop)`` range of test indices it attacked, never evaluated by an
     experiment; ``white_box`` and ``black_box`` are means over the natural sources (black-box: over
-    natural source/target pairs), success counted among the images each target classifies correctly.
+    natural source/target pairs) and over the zoos, success counted among the images each target
+    classifies correctly.
     """
 
     grid: tuple[float, ...]
@@ -103,6 +108,7 @@ def _cache_key(scale: AttackScale) -> dict[str, Any]:
         "grid": list(scale.eps_grid),
         "budget": scale.budget,
         "held_out": [scale.images, scale.images + scale.calibration_images],
+        "zoo_seeds": list(scale.zoo_seeds),
     }
 
 
@@ -116,9 +122,6 @@ def calibrate(scale: AttackScale, options: RunOptions) -> Calibration:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return Calibration.from_dict(saved["calibration"])
-    models = trained_zoo(
-        scale.zoo, options.models, device=options.device, data_root=options.data_root, progress=options.progress
-    )
     start, stop = key["held_out"]
     test = load_dataset(scale.dataset, "test", root=options.data_root, limit=stop)
     if len(test.labels) < stop:
@@ -129,22 +132,58 @@ def calibrate(scale: AttackScale, options: RunOptions) -> Calibration:
     natural = [entry.label for entry in ZOOS[scale.zoo] if not entry.adversarial]
     if len(natural) < 2:
         raise ValueError(f"calibration needs two natural models for black-box success; zoo {scale.zoo!r} has {natural}")
-    correct = {label: (predict(models[label], images) == labels).cpu() for label in natural}
-    white, black = [], []
-    for eps in scale.eps_grid:
-        settings = [scale.settings("pgd", SEED, eps=eps)]
-        rates: dict[tuple[str, str], float] = {}
-        for source in natural:
-            hits = hits_on_targets(models, source, settings, natural, images, labels, scale.batch_size)[0]
-            for j, target in enumerate(natural):
-                rates[(source, target)] = 100 * float(hits[j, correct[target]].float().mean())
-        white.append(statistics.fmean(rates[(s, t)] for s, t in rates if s == t))
-        black.append(statistics.fmean(rates[(s, t)] for s, t in rates if s != t))
+    per_zoo = [_success(scale, options, seed, natural, images, labels) for seed in scale.zoo_seeds]
+    white = [statistics.fmean(zoo[0][i] for zoo in per_zoo) for i in range(len(scale.eps_grid))]
+    black = [statistics.fmean(zoo[1][i] for zoo in per_zoo) for i in range(len(scale.eps_grid))]
     chosen = choose_eps(scale.eps_grid, white)
     calibration = Calibration(tuple(scale.eps_grid), tuple(white), tuple(black), chosen, (start, stop), scale.budget)
     options.models.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {"key": key, "calibration": calibration.to_dict()})
     return calibration
+
+
+def _success(
+    scale: AttackScale, options: RunOptions, seed: int, natural: list[str], images: Tensor, labels: Tensor
+) -> tuple[list[float], list[float]]:
+    """Mean white- and black-box PGD success (percent) per eps of the grid on the zoo of ``seed``."""
+    models = trained_zoo(
+        scale.zoo,
+        options.models,
+        labels=tuple(natural),
+        seed=seed,
+        device=options.device,
+        data_root=options.data_root,
+        progress=options.progress,
+    )
+    return pgd_success(models, scale.eps_grid, scale.budget, images, labels, scale.batch_size)
+
+
+def pgd_success(
+    models: Mapping[str, nn.Module],
+    grid: Sequence[float],
+    budget: int,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 250,
+) -> tuple[list[float], list[float]]:
+    """Per eps of ``grid``: PGD's mean white-box success over ``models`` and black-box over their pairs (percent).
+
+    PGD has ``budget`` steps and seed :data:`SEED`; success counts among the images each target
+    classifies correctly.
+    """
+    natural = list(models)
+    correct = {label: (predict(models[label], images) == labels).cpu() for label in natural}
+    white, black = [], []
+    for eps in grid:
+        settings = [AttackSettings("pgd", eps=eps, steps=budget, seed=SEED)]
+        rates: dict[tuple[str, str], float] = {}
+        for source in natural:
+            hits = hits_on_targets(dict(models), source, settings, natural, images, labels, batch_size)[0]
+            for j, target in enumerate(natural):
+                rates[(source, target)] = 100 * float(hits[j, correct[target]].float().mean())
+        white.append(statistics.fmean(rates[(s, t)] for s, t in rates if s == t))
+        black.append(statistics.fmean(rates[(s, t)] for s, t in rates if s != t))
+    return white, black
 
 
 def calibrated(scale: AttackScale, options: RunOptions) -> AttackScale:

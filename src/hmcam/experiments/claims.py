@@ -95,9 +95,16 @@ class Claim:
         if self.direction in ("noninferior", "equivalent") and self.margin == 0:
             raise ValueError(f"a {self.direction} claim needs a margin > 0")
 
-    def evidence(self, values: Any = None, *, ours: str, versus: Any = None, untestable: str = "") -> Evidence:
-        """The :class:`Evidence` for this claim: paired differences ``values``, or ``values`` against ``versus``."""
-        return Evidence(self, _array(values), _array(versus), ours, untestable)
+    def evidence(
+        self, values: Any = None, *, ours: str, versus: Any = None, untestable: str = "", groups: Any = None
+    ) -> Evidence:
+        """The :class:`Evidence` for this claim: paired differences ``values``, or ``values`` against ``versus``.
+
+        ``groups`` labels each paired unit with its cluster (the zoo seed that produced it): the units are
+        then resampled in two stages, clusters and units within them (:func:`judge`).
+        """
+        labels = None if groups is None else np.asarray(groups).reshape(-1)
+        return Evidence(self, _array(values), _array(versus), ours, untestable, labels)
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ class Evidence:
 
     ``first`` alone: one paired difference per unit (in the statistic's unit). ``first`` and
     ``second``: the two arms' values per unit (independent; the statistic is their mean difference).
-    ``ours`` is the sentence the report prints.
+    ``ours`` is the sentence the report prints. ``groups``, for paired units only, gives each unit's
+    cluster (a zoo seed); with two or more clusters the test is the two-stage bootstrap of :func:`judge`.
     """
 
     claim: Claim
@@ -114,6 +122,7 @@ class Evidence:
     second: np.ndarray | None
     ours: str
     untestable: str = ""
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.untestable:
@@ -122,6 +131,13 @@ class Evidence:
             raise ValueError(f"claim {self.claim.name!r} needs at least one value, or a reason it is untestable")
         if self.second is not None and (self.first.size < 2 or self.second.size < 2):
             raise ValueError(f"claim {self.claim.name!r}: independent samples need at least 2 values each")
+        if self.groups is not None and (self.second is not None or self.groups.shape != self.first.shape):
+            raise ValueError(f"claim {self.claim.name!r}: groups label paired units, one label per value")
+
+    @property
+    def clusters(self) -> int:
+        """How many clusters (zoo seeds) the paired units come from: 1 without ``groups``."""
+        return 1 if self.groups is None else len(np.unique(self.groups))
 
     @property
     def n(self) -> int:
@@ -244,22 +260,54 @@ def _mde(evidence: Evidence, alpha: float) -> float | None:
     return (_critical(1 - alpha, df) + _critical(POWER, df)) * error
 
 
-def _test(evidence: Evidence, seed: int, alpha: float) -> _Test:
-    """Estimate, interval and the one-sided p-values for and against the claim."""
-    claim, first, second = evidence.claim, evidence.first, evidence.second
-    assert first is not None
-    if second is None:
-        estimate = float(first.mean())
-        low, high = _interval((first,), _mean, seed)
-    else:
-        estimate = float(first.mean() - second.mean())
-        low, high = _interval((first, second), _mean_difference, seed)
+def _two_stage(values: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """:data:`RESAMPLES` two-stage bootstrap estimates: clusters drawn with replacement, then units within each.
+
+    The estimate is the mean of the cluster means, so each zoo weighs the same whatever its count of units.
+    """
+    rng = np.random.default_rng(seed)
+    members = [values[groups == label] for label in np.unique(groups)]
+    count = len(members)
+    estimates = np.empty(RESAMPLES)
+    for start in range(0, RESAMPLES, BATCH):
+        size = min(BATCH, RESAMPLES - start)
+        chosen = rng.integers(count, size=(size, count))
+        means = np.zeros((size, count))
+        for label, member in enumerate(members):
+            slots = chosen == label
+            drawn = int(slots.sum())
+            if drawn:
+                # Each slot that drew this cluster resamples its units anew.
+                means[slots] = member[rng.integers(member.size, size=(drawn, member.size))].mean(axis=1)
+        estimates[start : start + size] = means.mean(axis=1)
+    return estimates
+
+
+def _clustered_test(evidence: Evidence, seed: int, alpha: float) -> _Test:
+    """The two-stage bootstrap's estimate, percentile interval, p-values and mde for clustered paired units.
+
+    A one-sided p is the share of bootstrap estimates on the wrong side of the tested value (+1 in
+    both counts), the test that inverts the percentile interval; the mde uses the bootstrap's spread.
+    """
+    claim, first, groups = evidence.claim, evidence.first, evidence.groups
+    assert first is not None and groups is not None
+    estimate = float(np.mean([first[groups == label].mean() for label in np.unique(groups)]))
+    boot = _two_stage(first, groups, seed)
+    low, high = (float(q) for q in np.quantile(boot, [ALPHA, 1 - ALPHA]))
 
     def p_values(shift: float) -> tuple[float, float]:
-        if second is None:
-            return _paired_p(first - shift, seed)
-        return _welch_p(first, second, shift)
+        greater = (np.count_nonzero(boot <= shift) + 1) / (boot.size + 1)
+        less = (np.count_nonzero(boot >= shift) + 1) / (boot.size + 1)
+        return float(greater), float(less)
 
+    p_support, p_oppose = _directed(claim, p_values)
+    error = float(np.std(boot, ddof=1))
+    mde = (_critical(1 - alpha, None) + _critical(POWER, None)) * error if error > 0 else None
+    return _Test(estimate, low, high, p_support, p_oppose, mde)
+
+
+def _directed(claim: Claim, p_values: Any) -> tuple[float, float]:
+    """The p-values for and against ``claim`` from ``p_values(shift)`` = (p of > shift, p of < shift)."""
     margin = claim.margin
     if claim.direction == "greater":
         p_support, p_oppose = p_values(0.0)
@@ -274,6 +322,28 @@ def _test(evidence: Evidence, seed: int, alpha: float) -> _Test:
         # Two one-sided tests for the claim; outside the margin on either side against it.
         p_support = max(above_low, below_high)
         p_oppose = min(1.0, 2 * min(below_low, above_high))
+    return float(p_support), float(p_oppose)
+
+
+def _test(evidence: Evidence, seed: int, alpha: float) -> _Test:
+    """Estimate, interval and the one-sided p-values for and against the claim."""
+    if evidence.clusters > 1:
+        return _clustered_test(evidence, seed, alpha)
+    first, second = evidence.first, evidence.second
+    assert first is not None
+    if second is None:
+        estimate = float(first.mean())
+        low, high = _interval((first,), _mean, seed)
+    else:
+        estimate = float(first.mean() - second.mean())
+        low, high = _interval((first, second), _mean_difference, seed)
+
+    def p_values(shift: float) -> tuple[float, float]:
+        if second is None:
+            return _paired_p(first - shift, seed)
+        return _welch_p(first, second, shift)
+
+    p_support, p_oppose = _directed(evidence.claim, p_values)
     return _Test(estimate, low, high, p_support, p_oppose, _mde(evidence, alpha))
 
 
@@ -332,7 +402,7 @@ def _record(
         "claim": claim.claim,
         "paper": claim.paper,
         "statistic": claim.statistic,
-        "unit": claim.unit,
+        "unit": claim.unit if item.clusters == 1 else f"{item.clusters} zoo seeds x {claim.unit}",
         "n": item.n,
         "direction": claim.direction,
         "margin": claim.margin,

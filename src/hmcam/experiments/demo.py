@@ -1,8 +1,10 @@
 """The embedded demo: what the paper is about, on Fashion-MNIST, in a few minutes on a CPU.
 
 Two networks of different designs are trained (a small CNN, the *source*, and LeNet, the
-*target*). Five attacks with the same gradient budget craft adversarial examples on the source at a
-radius where they do not all succeed (eps 0.05); each gets a white-box column (success on the
+*target*). eps is calibrated first, as in the experiments (:mod:`hmcam.experiments.calibration`):
+PGD on held-out test images over :data:`GRID`, and the eps whose white-box success is closest to the
+paper's 92.7% is used. Five attacks with the same gradient budget craft adversarial examples on the
+source at that radius; each gets a white-box column (success on the
 source) and a black-box column (the same examples sent to the target, which the attacker never
 saw), and HMCAM also the success of *any* sample of its sequence. HMCAM's sequence is then drawn
 with several chains per image, with and without momentum refresh, and diagnosed as a Markov chain:
@@ -24,9 +26,10 @@ from torch import Tensor, nn
 from hmcam.data import ImageDataset, load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackRun, AttackSettings, run_attack
+from hmcam.experiments.calibration import Calibration, choose_eps, pgd_success
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.setup import CLAIMS_TABLE, claim_table, image_differences
+from hmcam.experiments.setup import CLAIMS_TABLE, calibration_markdown, claim_table, image_differences
 from hmcam.models import load_checkpoint
 from hmcam.reporting.figures import first_changed, save_adversarial_grid, save_bar_chart, save_chain_grid
 from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, TABLE_FILE, RunFolder
@@ -34,7 +37,9 @@ from hmcam.reporting.tables import markdown_table
 from hmcam.training import TrainConfig, train
 from hmcam.training.trainer import LAST_FILE
 
-EPS = 0.05
+#: The eps grid of the calibration, and the held-out test images (after the attacked ones) it runs on.
+GRID = (0.03, 0.05, 0.075, 0.1, 0.15)
+CALIBRATION_IMAGES = 300
 BUDGET = 20  # gradient evaluations for every iterative attack (HMCAM: S = 2 transitions of T = 10)
 #: The two networks: the attacker's (white-box) and the one it never sees (black-box).
 SOURCE, TARGET = "smallcnn", "lenet"
@@ -95,15 +100,22 @@ SEQUENCE_COLUMNS = (
 )
 
 
-def demo_attacks(seed: int) -> list[AttackSettings]:
-    """FGSM, PGD, M-PGD, AI-FGSM and HMCAM at eps = 0.05 with the same gradient budget."""
+def demo_attacks(seed: int, eps: float) -> list[AttackSettings]:
+    """FGSM, PGD, M-PGD, AI-FGSM and HMCAM at ``eps`` with the same gradient budget."""
     return [
-        AttackSettings("fgsm", eps=EPS, steps=1, seed=seed),
-        AttackSettings("pgd", eps=EPS, steps=BUDGET, seed=seed),
-        AttackSettings("mpgd", eps=EPS, steps=BUDGET, seed=seed),
-        AttackSettings("aifgsm", eps=EPS, steps=BUDGET, seed=seed),
-        AttackSettings("hmcam", eps=EPS, steps=BUDGET // 2, samples=2, seed=seed),
+        AttackSettings("fgsm", eps=eps, steps=1, seed=seed),
+        AttackSettings("pgd", eps=eps, steps=BUDGET, seed=seed),
+        AttackSettings("mpgd", eps=eps, steps=BUDGET, seed=seed),
+        AttackSettings("aifgsm", eps=eps, steps=BUDGET, seed=seed),
+        AttackSettings("hmcam", eps=eps, steps=BUDGET // 2, samples=2, seed=seed),
     ]
+
+
+def calibrate_demo(models: dict[str, nn.Module], images: Tensor, labels: Tensor, start: int) -> Calibration:
+    """PGD's success over :data:`GRID` on the held-out ``images`` (test indices from ``start``); eps chosen."""
+    white, black = pgd_success(models, GRID, BUDGET, images, labels)
+    held_out = (start, start + len(labels))
+    return Calibration(GRID, tuple(white), tuple(black), choose_eps(GRID, white), held_out, BUDGET)
 
 
 def _train(architecture: str, folder: Path, epochs: int, seed: int, options: dict[str, Any]) -> Any:
@@ -231,9 +243,10 @@ def run_demo(
     seed: int = 0,
     data_root: str | None = None,
     train_limit: int | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or reuse) the two models, run the attacks and the sequence, and write the run folder.
+    """Train (or reuse) the two models, calibrate eps, run the attacks and the sequence, and write the run folder.
 
     The models are trained through the resumable trainer into ``out/source`` and ``out/target`` (on
     the first ``train_limit`` training images if given): a second run finds the finished runs and
@@ -248,13 +261,19 @@ def run_demo(
     }
     source, _ = load_checkpoint(out / "source" / LAST_FILE)
     target, _ = load_checkpoint(out / "target" / LAST_FILE)
-    test = load_dataset("fashion-mnist", split="test", root=data_root, limit=examples)
+    test = load_dataset("fashion-mnist", split="test", root=data_root, limit=examples + calibration_images)
     assert isinstance(test, ImageDataset)  # Fashion-MNIST is held in memory
-    images, labels = test.images, test.labels
+    if len(test.labels) < examples + calibration_images:
+        raise ValueError(f"the demo needs {examples} + {calibration_images} test images; the test set has fewer")
+    images, labels = test.images[:examples], test.labels[:examples]
+    calibration = calibrate_demo(
+        {SOURCE: source, TARGET: target}, test.images[examples:], test.labels[examples:], examples
+    )
+    eps = calibration.chosen
     clean_prediction = predict(source, images)
     correct = {"source": clean_prediction == labels, "target": predict(target, images) == labels}
     rows, runs, hits = [], {}, {}
-    for settings in demo_attacks(seed):
+    for settings in demo_attacks(seed, eps):
         runs[settings.name] = run = run_attack(source, settings, images, labels, progress=progress)
         hits[settings.name] = _hits({"source": source, "target": target}, run, labels)
         rows.append(_attack_row(run, hits[settings.name], target, labels, correct))
@@ -265,20 +284,21 @@ def run_demo(
     chain_runs = {}
     for name, refresh in (("paper's chain", 0.0), ("momentum refresh", 1.0)):
         settings = AttackSettings(
-            "hmcam", eps=EPS, steps=CHAIN_STEPS, samples=SAMPLES, chains=CHAINS, momentum_refresh=refresh, seed=seed
+            "hmcam", eps=eps, steps=CHAIN_STEPS, samples=SAMPLES, chains=CHAINS, momentum_refresh=refresh, seed=seed
         )
         chain_runs[name] = run = run_attack(source, settings, images[subset], labels[subset], progress=progress)
         sequence.append(_sequence_row(name, refresh, run, target, labels[subset], chain_correct))
     names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
     folder = RunFolder(out, "demo", started=started, device=str(images.device))
-    _figures(folder, source, images, clean_prediction, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
+    _figures(folder, eps, source, images, clean_prediction, runs["hmcam"], chain_runs["momentum refresh"], rows, names)
     config = {
         "dataset": "fashion-mnist",
         "source": SOURCE,
         "target": TARGET,
         "epochs": epochs,
         "examples": examples,
-        "eps": EPS,
+        "eps_grid": list(GRID),
+        "calibration_images": calibration_images,
         "budget": BUDGET,
         "seed": seed,
         "sequence": {"chains": CHAINS, "samples": SAMPLES, "steps": CHAIN_STEPS, "images": CHAIN_IMAGES},
@@ -290,16 +310,24 @@ def run_demo(
     accuracy = {role: float(flags.float().mean()) for role, flags in correct.items()}
     findings = _findings(rows, sequence)
     folder.write_results(
-        {"attacks": rows, "sequence": sequence, "clean_accuracy": accuracy, "training": trained, "claims": claims}
+        {
+            "eps": eps,
+            "calibration": calibration.to_dict(),
+            "attacks": rows,
+            "sequence": sequence,
+            "clean_accuracy": accuracy,
+            "training": trained,
+            "claims": claims,
+        }
     )
     report = [
         "# hmcam demo: white-box, black-box and the HMCAM sequence on Fashion-MNIST",
         "",
         f"The attacker crafts on `{SOURCE}` (clean accuracy {_percent(accuracy['source'])}); the same examples "
         f"are then sent to `{TARGET}` (clean accuracy {_percent(accuracy['target'])}), a network of another design "
-        f"that the attacker never queried. L-inf eps = {EPS}, {examples} test images, {BUDGET} gradient evaluations "
-        "per iterative attack (HMCAM: S = 2 transitions of T = 10 steps). Success counts among the images the "
-        "attacked network classifies correctly.",
+        f"that the attacker never queried. L-inf eps = {eps:.4g} (calibrated on held-out images, see the end), "
+        f"{examples} test images, {BUDGET} gradient evaluations per iterative attack (HMCAM: S = 2 transitions of "
+        "T = 10 steps). Success counts among the images the attacked network classifies correctly.",
         "",
         *findings,
         "",
@@ -330,10 +358,12 @@ def run_demo(
         f"Machine-readable: `{RESULTS_FILE}`, `{TABLE_FILE}` (attacks), `{SEQUENCE_TABLE}` (chains), "
         f"`{CLAIMS_TABLE}` (claims).",
         "",
+        calibration_markdown(calibration.to_dict()),
     ]
     page = folder.write_report("\n".join(report))
     return {
         "out": str(out),
+        "eps": eps,
         "records": rows,
         "sequence": sequence,
         "claims": claims,
@@ -344,6 +374,7 @@ def run_demo(
 
 def _figures(
     folder: RunFolder,
+    eps: float,
     source: nn.Module,
     images: Tensor,
     clean_prediction: Tensor,
@@ -360,7 +391,7 @@ def _figures(
             f"black-box ({TARGET})": [row["black_box_success"] for row in rows],
         },
         "success rate (%)",
-        f"Fashion-MNIST, eps = {EPS}, {len(images)} test images",
+        f"Fashion-MNIST, eps = {eps:.4g}, {len(images)} test images",
     )
     adversarial_prediction = predict(source, hmcam.adversarial)
     shown = first_changed(clean_prediction, adversarial_prediction, 8)
@@ -371,7 +402,7 @@ def _figures(
         clean_prediction[shown],
         adversarial_prediction[shown],
         names,
-        f"HMCAM (S=2, T=10), eps = {EPS}",
+        f"HMCAM (S=2, T=10), eps = {eps:.4g}",
     )
     assert chain.samples is not None
     first_chain = chain.samples[:, 0, :4]  # [S, C, B, ...]: the first chain of the first four images
@@ -389,6 +420,7 @@ def main_summary(result: dict[str, Any]) -> str:
     """The lines the command prints when the demo finishes: the tables, the findings, the claims, the page."""
     out = Path(result["out"])
     return (
+        f"eps {result['eps']:.4g}, calibrated: white-box PGD closest to the paper's 92.7% on held-out images\n"
         f"{markdown_table(result['records'], COLUMNS)}\n{markdown_table(result['sequence'], SEQUENCE_COLUMNS)}\n"
         + "\n".join(result["findings"])
         + f"\n\n{claim_table(result['claims'])}\n"

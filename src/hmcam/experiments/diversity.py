@@ -211,7 +211,8 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     first = torch.cat([images[:1].flatten(1).cpu()] + [samples[name][:, 0].flatten(1).cpu() for name in GENERATORS])
     groups = ["clean"] + [name for name in GENERATORS for _ in range(samples[name].shape[0])]
     save_embedding(folder.file(FIGURE), _embedding(first), groups, f"t-SNE of one image's samples ({source})")
-    claims = judge(claim_evidence(measures))
+    judged = claim_evidence(measures)
+    claims = judge(judged)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     report = "\n".join(
         [
@@ -230,4 +231,4 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"source": source, "rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "diversity", scale, results, (rows, columns), report)
+    return finish_experiment(folder, options, "diversity", scale, results, (rows, columns), report, judged)

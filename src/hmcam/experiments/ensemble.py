@@ -215,7 +215,8 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     ]
     intervals = holdout_intervals(hits, setup)
     evidence = [holdout_evidence(hits, setup, baseline) for baseline in ("pgd", "mpgd")]
-    claims = judge([*evidence, adversarial_evidence(hits, setup)])
+    judged = [*evidence, adversarial_evidence(hits, setup)]
+    claims = judge(judged)
     natural = [held for held in setup.targets if held not in setup.adversarial]
     series = {
         "on the ensemble": [statistics.fmean(rate(h, a, 0) for h in setup.targets) for a in TABLE_ATTACKS],
@@ -255,4 +256,4 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     results = {"rows": rows, "claims": claims, "intervals": intervals}
     if intervals:
         folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
-    return finish_experiment(folder, options, "ensemble", scale, results, (rows, list(rows[0])), report)
+    return finish_experiment(folder, options, "ensemble", scale, results, (rows, list(rows[0])), report, judged)

@@ -43,7 +43,7 @@ IMAGES = 50
 #: Per scale: the sample counts S swept (the paper: 1 .. 100), the clean training images and fine-tuning epochs.
 SIZES = {
     "smoke": ((1, 2), 256, 1),
-    "small": ((1, 2, 5, 10, 20), 5000, 2),
+    "small": ((1, 5, 20), 4000, 2),
     "paper": ((1, 2, 5, 10, 20, 50, 100), 50000, 5),
 }
 GENERATORS = ("fgsm", "ifgsm", "pgd", "hmcam")
@@ -200,7 +200,8 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         title=f"clean-only fine-tuning: {success[('clean', 0)]:.1f}%",
         log_x=True,
     )
-    claims = judge(claim_evidence(outcomes, sweep))
+    judged = claim_evidence(outcomes, sweep)
+    claims = judge(judged)
     report = "\n".join(
         [
             "## Few samples (Fig. 4)",
@@ -218,4 +219,4 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "few-sample", scale, results, (rows, list(rows[0])), report)
+    return finish_experiment(folder, options, "few-sample", scale, results, (rows, list(rows[0])), report, judged)

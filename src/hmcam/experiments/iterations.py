@@ -172,7 +172,8 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         title=f"solid: white-box, dashed: black-box; eps {scale.eps:.4g}, {scale.images} images",
     )
     long_pgd = mean("pgd", 10 * largest, "black")
-    claims = judge(claim_evidence(setup, hits, steps))
+    judged = claim_evidence(setup, hits, steps)
+    claims = judge(judged)
     report = "\n".join(
         [
             "## Iterations (Fig. 2)",
@@ -190,4 +191,4 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"steps": steps, "rows": rows, "claims": claims, "long_pgd_black_box": long_pgd}
-    return finish_experiment(folder, options, "iterations", scale, results, (rows, list(rows[0])), report)
+    return finish_experiment(folder, options, "iterations", scale, results, (rows, list(rows[0])), report, judged)

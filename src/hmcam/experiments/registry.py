@@ -12,6 +12,7 @@ from hmcam.experiments.diversity import run_diversity
 from hmcam.experiments.ensemble import run_ensemble
 from hmcam.experiments.few_sample import run_few_sample
 from hmcam.experiments.iterations import run_iterations
+from hmcam.experiments.pooled import run_on_zoos
 from hmcam.experiments.setup import AttackScale, RunOptions
 from hmcam.experiments.step_size import run_step_size
 from hmcam.experiments.targeted import run_targeted
@@ -27,7 +28,17 @@ class AttackExperiment:
 
     def run(self, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         """Run at the scale's calibrated eps (:func:`hmcam.experiments.calibration.calibrated`) into ``options.out``."""
-        return self.function(calibrated(scale, options), options)
+        return self.run_at(calibrated(scale, options), options)
+
+    def run_at(self, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
+        """Run at ``scale.eps`` as it is, into ``options.out``.
+
+        A scale of several zoo seeds runs once per zoo and judges the claims on all of them
+        (:func:`hmcam.experiments.pooled.run_on_zoos`).
+        """
+        if len(scale.zoo_seeds) > 1:
+            return run_on_zoos(self.function, scale, options)
+        return self.function(scale, options)
 
 
 #: The attack experiments in the paper's order; each takes an :class:`~hmcam.experiments.setup.AttackScale`.

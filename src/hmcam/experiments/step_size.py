@@ -242,7 +242,8 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         title=f"solid: white-box, dashed: black-box; N = {scale.budget}, eps {scale.eps:.4g}",
         log_x=True,
     )
-    claims = judge(claim_evidence(setup, hits, capped))
+    judged = claim_evidence(setup, hits, capped)
+    claims = judge(judged)
     report = "\n".join(
         [
             "## Step size (Fig. 3)",
@@ -262,4 +263,4 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         ]
     )
     results = {"rows": rows, "claims": claims, "capped_per_step": {str(f): capped[f] for f in ALPHA_FACTORS}}
-    return finish_experiment(folder, options, "step-size", scale, results, (rows, list(rows[0])), report)
+    return finish_experiment(folder, options, "step-size", scale, results, (rows, list(rows[0])), report, judged)

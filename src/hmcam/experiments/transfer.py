@@ -308,7 +308,8 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         f"success rate (%), eps {scale.eps:.4g}, N = {scale.budget}",
     )
     means = means_table(matrix, setup)
-    claims = judge([claim_evidence(name, hits, setup) for name in CLAIMS])
+    judged = [claim_evidence(name, hits, setup) for name in CLAIMS]
+    claims = judge(judged)
     report = "\n".join(
         [
             "## Transfer (Table 2)",
@@ -335,4 +336,4 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     results["intervals"] = intervals
     folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
     columns = ["source", "attack", "target", "white_box", "success_rate"]
-    return finish_experiment(folder, options, "transfer", scale, results, (rows, columns), report)
+    return finish_experiment(folder, options, "transfer", scale, results, (rows, columns), report, judged)

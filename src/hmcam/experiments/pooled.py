@@ -1,0 +1,111 @@
+"""An attack experiment on several zoos: one run per zoo seed, the claims judged on all of them together.
+
+A conclusion should be about the method, not about one trained zoo. With two or more
+``scale.zoo_seeds``, :func:`run_on_zoos` runs the experiment once per zoo (each zoo trained with
+its own seed) into ``OUT/zoo-seed-K``, reads back each run's evidence (``evidence.json``) and
+judges every claim on the values of all zoos at once, with a two-stage bootstrap over zoo seeds and
+the images within them (:func:`hmcam.experiments.claims.judge`). ``OUT`` then holds the pooled
+claims, each claim's estimate per zoo (``results.csv``) and a report that links the per-zoo
+reports. A finished zoo run is not redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
+from hmcam.experiments.claims import judge
+from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_from_records, pool
+from hmcam.experiments.setup import CLAIMS_TABLE, AttackScale, RunOptions, calibration_text, claim_table
+from hmcam.reporting.run_folder import CONFIG_FILE, RESULTS_FILE, RunFolder, json_ready
+from hmcam.reporting.tables import markdown_table
+
+#: An experiment's function: a one-zoo scale and where to run it -> what its run returns.
+Function = Callable[[AttackScale, RunOptions], dict[str, Any]]
+
+
+def zoo_run_folder(out: Path, seed: int) -> Path:
+    """The folder of the run on the zoo of ``seed`` inside the experiment's folder ``out``."""
+    return out / f"zoo-seed-{seed}"
+
+
+def _finished(folder: RunFolder, scale: AttackScale) -> bool:
+    """Whether ``folder`` holds a finished run of ``scale`` (same settings, its page written last)."""
+    if not folder.finished() or not folder.file(EVIDENCE_FILE).is_file():
+        return False
+    saved = json.loads(folder.file(CONFIG_FILE).read_text())
+    return bool(saved.get("scale") == json_ready(dataclasses.asdict(scale)))
+
+
+def run_on_zoos(function: Function, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
+    """Run ``function`` once per zoo seed of ``scale`` and judge its claims on all zoos; returns the pooled run."""
+    seeds = scale.zoo_seeds
+    runs: dict[int, dict[str, Any]] = {}
+    evidence = {}
+    for seed in seeds:
+        one = dataclasses.replace(scale, zoo_seeds=(seed,))
+        folder = RunFolder(zoo_run_folder(options.out, seed), "experiment")
+        if not _finished(folder, one):
+            function(one, dataclasses.replace(options, out=folder.path))
+        runs[seed] = json.loads(folder.file(RESULTS_FILE).read_text())
+        evidence[seed] = evidence_from_records(json.loads(folder.file(EVIDENCE_FILE).read_text()))
+    experiment = runs[seeds[0]]["experiment"]
+    claims = judge(pool(evidence))
+    rows = _per_zoo_rows(claims, runs)
+    top = options.run_folder()
+    settings = dataclasses.asdict(scale)
+    top.write_config({"experiment": experiment, "scale": settings, "device": options.device, "zoo_seeds": seeds})
+    results = {
+        "experiment": experiment,
+        "scale": settings,
+        "zoos": [{"seed": seed, "folder": zoo_run_folder(Path("."), seed).name} for seed in seeds],
+        "claims": claims,
+    }
+    top.write_results(results)
+    top.write_table(rows, list(rows[0]) if rows else ["claim"])
+    top.write_table(claims, CLAIM_FIELDS, CLAIMS_TABLE)
+    report = _report(experiment, scale, claims, rows)
+    top.write_report(report)
+    return {"out": str(top.path), **results, "report": report}
+
+
+def _per_zoo_rows(claims: list[dict[str, Any]], runs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per claim: its estimate on each zoo alone (that zoo's own test) and pooled, with the verdict."""
+    rows = []
+    for claim in claims:
+        row: dict[str, Any] = {"claim": claim["claim"]}
+        for seed, run in runs.items():
+            alone = next(record for record in run["claims"] if record["name"] == claim["name"])
+            row[f"zoo seed {seed}"] = alone["estimate"]
+        row["pooled"] = claim["estimate"]
+        row["verdict"] = claim["verdict"]
+        rows.append(row)
+    return rows
+
+
+def _report(experiment: str, scale: AttackScale, claims: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    folders = {seed: zoo_run_folder(Path("."), seed).name for seed in scale.zoo_seeds}
+    links = ", ".join(f"[zoo seed {seed}]({folder}/report.md)" for seed, folder in folders.items())
+    lines = [
+        f"## {experiment}: {len(scale.zoo_seeds)} zoos",
+        "",
+        f"The experiment ran once on each of {len(scale.zoo_seeds)} zoos, each trained with its own seed "
+        f"({links}: tables and figures per zoo). Every claim below is judged on the images of all zoos "
+        "together: the estimate is the mean of the per-zoo means, its 95% interval and p-values come from "
+        "a two-stage bootstrap (zoo seeds drawn with replacement, then the images within each), and Holm's "
+        "adjustment runs over the claims of this experiment.",
+        "",
+        claim_table(claims),
+        "",
+        "### Each claim per zoo",
+        "",
+        "The estimate of each zoo's run alone, beside the pooled one.",
+        "",
+    ]
+    if rows:
+        lines.append(markdown_table(rows, list(rows[0])))
+    return "\n".join(lines) + "\n\n" + calibration_text(scale)
