@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.core.batching import fetch
+from hmcam.core.validate import choose
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.claims import Claim, Evidence, judge
@@ -124,8 +125,8 @@ def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any
     """Run the all-or-nothing experiment at ``scale`` into ``out``: success counts per method, and the report."""
     folder = options.run_folder()
     setup = bench(scale, options)
-    budget, pairs, gallery = SIZES.get(scale.name, SIZES["small"])
-    eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
+    budget, pairs, gallery = choose("scale", scale.name, SIZES)
+    eps = choose("scale", scale.name, TARGETED_EPS)
     train = load_dataset(scale.dataset, "train", root=options.data_root, limit=gallery)
     train_images, train_labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))
     classes = int(train_labels.max()) + 1

@@ -18,6 +18,7 @@ from typing_extensions import override
 from hmcam.attacks import HMCAM, MIFGSM, PGD
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.loop import StepRule
+from hmcam.core.validate import choose
 from hmcam.evaluation import predict
 from hmcam.evaluation.sampling import (
     ChainDiagnostics,
@@ -192,7 +193,7 @@ def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 1 at ``scale`` into ``out``: diversity, strength and diagnostics per generator, t-SNE, report."""
     folder = options.run_folder()
     setup = bench(scale, options)
-    count, chains, transitions = SIZES.get(scale.name, SIZES["small"])
+    count, chains, transitions = choose("scale", scale.name, SIZES)
     source = setup.sources[0]
     others = [label for label in setup.sources if label != source]
     chosen = setup.correct[source].nonzero().squeeze(1)[:count].to(setup.images.device)

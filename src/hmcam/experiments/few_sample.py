@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.core.batching import fetch
+from hmcam.core.validate import choose
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.claims import Claim, Evidence, judge
@@ -143,7 +144,7 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 4 at ``scale`` into ``out``: M-PGD success on each retrained model against S, curves and report."""
     folder = options.run_folder()
     setup = bench(scale, options)
-    sweep, clean_count, epochs = SIZES.get(scale.name, SIZES["small"])
+    sweep, clean_count, epochs = choose("scale", scale.name, SIZES)
     largest = IMAGES * max(sweep)
     train = load_dataset(scale.dataset, "train", root=options.data_root, limit=clean_count + largest)
     images, labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))

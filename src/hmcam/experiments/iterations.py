@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
+from hmcam.core.validate import choose
 from hmcam.experiments.claims import Claim, Evidence, judge
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
@@ -121,7 +122,7 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Fig. 2 at ``scale`` into ``out``: success per N, white- and black-box, the curves and the report."""
     folder = options.run_folder()
     setup = bench(scale, options)
-    largest = MAX_STEPS.get(scale.name, 10)
+    largest = choose("scale", scale.name, MAX_STEPS)
     steps = list(range(1, largest + 1))
 
     def settings(attack: str, n: int, seed: int) -> Any:

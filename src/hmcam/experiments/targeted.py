@@ -3,8 +3,9 @@
 Each image gets a random target class other than its label (seeded). Every attack runs with the
 two step counts of the table (10 and 100 at ``small`` and ``paper``) at a fixed radius larger than
 the models were trained for (:data:`TARGETED_EPS`; the paper's Table 8 attacks adversarially trained
-ImageNet models at 16/255). The calibrated eps does not apply: it is tuned to the natural models. HMCAM runs S = ``scale.samples`` transitions of steps / S; its success is that
-of its last sample, and the share of images where any sample hits is reported beside it. Each claim
+ImageNet models at 16/255). The calibrated eps does not apply: it is tuned to the natural models.
+HMCAM runs S = ``scale.samples`` transitions of steps / S; its success is that of its last
+sample, and the share of images where any sample hits is reported beside it. Each claim
 (:data:`CLAIMS`: HMCAM against one baseline) pools the step counts into one per-image difference,
 judged by the claims engine (:mod:`hmcam.experiments.claims`).
 """
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from hmcam.attacks import ChainAttack
+from hmcam.core.validate import choose
 from hmcam.evaluation import predict
 from hmcam.experiments.claims import Claim, Evidence, judge
 from hmcam.experiments.setup import (
@@ -113,8 +115,8 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
     """Run Table 8 at ``scale`` into ``out``: targeted success per attack and step count, and the report."""
     folder = options.run_folder()
     setup = bench(scale, options)
-    eps = TARGETED_EPS.get(scale.name, 2 * scale.eps)
-    counts = STEP_COUNTS.get(scale.name, (10, 100))
+    eps = choose("scale", scale.name, TARGETED_EPS)
+    counts = choose("scale", scale.name, STEP_COUNTS)
     victims = setup.adversarial or setup.targets[:1]
     with torch.no_grad():
         classes = int(setup.models[victims[0]](setup.images[:1]).shape[1])
