@@ -20,6 +20,7 @@ from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
 from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, run_reproduce
 from hmcam.experiments.setup import ATTACK_SCALES
+from hmcam.experiments.zoo import ZOOS
 
 SMOKE = REPRODUCE_SCALES["smoke"]
 RUN_FILES = ("config.json", "results.json", "results.csv", "report.md", "report.html")
@@ -113,6 +114,14 @@ def test_the_top_report_gathers_every_claim_and_figure(reproduced: dict[str, Any
     assert "hmcam reproduce --scale smoke" in page
     markdown = (out / "report.md").read_text()
     assert markdown.count("\n## ") >= len(ORDER) and "](transfer/" in markdown
+
+
+def test_the_zoo_training_time_is_recorded_beside_the_experiments(reproduced: dict[str, Any]) -> None:
+    results = json.loads((reproduced["out"] / "results.json").read_text())
+    zoo = results["zoo_training"]
+    assert [(row["zoo_seed"], row["model"]) for row in zoo] == [(0, entry.label) for entry in ZOOS["smoke"]]
+    assert all(row["seconds"] > 0 for row in zoo)
+    assert results["zoo_training_seconds"] == pytest.approx(sum(row["seconds"] for row in zoo), abs=0.2)
 
 
 def test_transfer_is_rerun_at_the_neighbouring_eps_of_the_calibration(reproduced: dict[str, Any]) -> None:
