@@ -170,6 +170,7 @@ def test_several_zoos_run_one_by_one_and_their_claims_are_judged_together(smoke_
         rows = list(csv.DictReader(table))
     assert list(rows[0]) == ["claim", "zoo seed 0", "zoo seed 1", "pooled", "verdict"]
     assert "zoo-seed-1/report.md" in (out / "report.md").read_text()
+    assert (out / "transfer.png").read_bytes() == (out / "zoo-seed-0" / "transfer.png").read_bytes()
     # A second run redoes no zoo: their folders are finished.
     stamps = [(out / f"zoo-seed-{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)]
     ATTACK_EXPERIMENTS["transfer"].run(scale, options)

@@ -5,8 +5,8 @@ A conclusion should be about the method, not about one trained zoo. With two or 
 its own seed) into ``OUT/zoo-seed-K``, reads back each run's evidence (``evidence.json``) and
 judges every claim on the values of all zoos at once, with a two-stage bootstrap over zoo seeds and
 the images within them (:func:`hmcam.experiments.claims.judge`). ``OUT`` then holds the pooled
-claims, each claim's estimate per zoo (``results.csv``) and a report that links the per-zoo
-reports. A finished zoo run is not redone.
+claims, each claim's estimate per zoo (``results.csv``), the first zoo's figures and a report that
+links the per-zoo reports. A finished zoo run is not redone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hmcam.core.storage import atomic_write
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import judge
 from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_from_records, pool
@@ -68,9 +69,19 @@ def run_on_zoos(function: Function, scale: AttackScale, options: RunOptions) -> 
     top.write_results(results)
     top.write_table(rows, list(rows[0]) if rows else ["claim"])
     top.write_table(claims, CLAIM_FIELDS, CLAIMS_TABLE)
-    report = _report(experiment, scale, claims, rows)
+    figures = _copy_figures(zoo_run_folder(options.out, seeds[0]), top)
+    report = _report(experiment, scale, claims, rows, figures)
     top.write_report(report)
     return {"out": str(top.path), **results, "report": report}
+
+
+def _copy_figures(source: Path, top: RunFolder) -> list[str]:
+    """Copy the PNG figures of one zoo's run into the experiment's folder (the page shows a folder's own)."""
+    names = []
+    for figure in sorted(source.glob("*.png")):
+        atomic_write(top.file(figure.name), figure.read_bytes())
+        names.append(figure.name)
+    return names
 
 
 def _per_zoo_rows(claims: list[dict[str, Any]], runs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,7 +98,9 @@ def _per_zoo_rows(claims: list[dict[str, Any]], runs: dict[int, dict[str, Any]])
     return rows
 
 
-def _report(experiment: str, scale: AttackScale, claims: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+def _report(
+    experiment: str, scale: AttackScale, claims: list[dict[str, Any]], rows: list[dict[str, Any]], figures: list[str]
+) -> str:
     folders = {seed: zoo_run_folder(Path("."), seed).name for seed in scale.zoo_seeds}
     links = ", ".join(f"[zoo seed {seed}]({folder}/report.md)" for seed, folder in folders.items())
     lines = [
@@ -108,4 +121,7 @@ def _report(experiment: str, scale: AttackScale, claims: list[dict[str, Any]], r
     ]
     if rows:
         lines.append(markdown_table(rows, list(rows[0])))
+    if figures:
+        lines += ["", f"### Figures of zoo seed {scale.zoo_seeds[0]}", ""]
+        lines += [f"![{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n\n" + calibration_text(scale)
