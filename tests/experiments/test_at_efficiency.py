@@ -1,4 +1,4 @@
-"""The equal-cost training comparison: budgets, statistics, the smoke run's files, resume and the command line."""
+"""The equal-cost training comparison: budgets, sweep, statistics, the smoke run's files, resume, command line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from matplotlib import image
 
 from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
@@ -22,11 +23,16 @@ from hmcam.experiments.at_efficiency import (
     compare,
     judge_studies,
     oscillation,
+    plan,
     planned_passes,
     restrict,
     run_efficiency,
     spread_summary,
+    sweep_claims,
+    sweep_folder,
+    sweep_studies,
 )
+from hmcam.experiments.at_efficiency_claims import last_gain, mean_curve
 from hmcam.experiments.claims import FIELDS, VERDICTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +40,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The whole smoke scale (8 methods x 2 seeds), run once for this module."""
+    """The whole smoke scale (8 methods x 2 seeds, 3 of them also at 2 more budgets), run once for this module."""
     out = tmp_path_factory.mktemp("smoke")
     return run_efficiency(SCALES["smoke"], out, device="cpu", progress=False)
 
@@ -52,9 +58,13 @@ def test_spread_and_comparison_by_hand() -> None:
 
 
 def _runs(
-    study: str, autoattack: dict[str, list[float]], clean: dict[str, list[float]], drops: dict[str, list[float]]
+    study: str,
+    autoattack: dict[str, list[float]],
+    clean: dict[str, list[float]],
+    drops: dict[str, list[float]],
+    budget: float = 6,
 ) -> list[dict[str, Any]]:
-    """Fake finished runs, one per arm and seed: accuracies and the curve's total drop given in points."""
+    """Fake finished runs at ``budget``, one per arm and seed: accuracies and the curve's total drop in points."""
     runs = []
     for arm, values in autoattack.items():
         for seed, value in enumerate(values):
@@ -64,6 +74,8 @@ def _runs(
                     "study": study,
                     "arm": arm,
                     "seed": seed,
+                    "budget": budget,
+                    "updates": 4.0 if arm.startswith("CAT") else 2.0,
                     "clean": clean.get(arm, [80.0] * len(values))[seed] / 100,
                     # The paper's attacks a fixed distance above AutoAttack: every difference is AutoAttack's.
                     **{name: (value + shift) / 100 for name, shift in (("pgd", 5), ("mpgd", 4), ("cwlinf", 6))},
@@ -90,7 +102,7 @@ DROPS = {"YOPO": [10.0, 10.5, 11.0]}
 
 
 def test_claims_are_judged_over_seeds_by_hand() -> None:
-    scale = SCALES["smoke"]
+    scale = restrict(SCALES["smoke"], sweep=())
     study = scale.studies[0].name
     records = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)[study]
     assert all(set(FIELDS) <= set(record) and record["verdict"] in VERDICTS for record in records)
@@ -126,7 +138,7 @@ def test_claims_are_judged_over_seeds_by_hand() -> None:
 
 
 def test_claims_need_two_seeds_the_arms_and_one_family_per_run() -> None:
-    scale = SCALES["smoke"]
+    scale = restrict(SCALES["smoke"], sweep=())
     study = scale.studies[0].name
     one_seed = {arm: values[:1] for arm, values in AUTOATTACK.items()}
     records = judge_studies(_runs(study, one_seed, CLEAN, DROPS), scale)[study]
@@ -153,26 +165,75 @@ def test_oscillation_sums_the_drops_of_robust_accuracy() -> None:
     assert oscillation([{"robust": 0.1}, {"robust": 0.4}]) == 0.0
 
 
+def test_sweep_claims_are_declared_per_budget_and_judged_by_hand() -> None:
+    scale = SCALES["smoke"]
+    study = scale.studies[0]
+    declared = [claim.name for claim in sweep_claims(study)]
+    assert declared == [f"sweep-{b}/cat-vs-{r}" for b in (3, 6, 9) for r in ("pgd-at", "trades")]
+    # CAT clearly ahead at 3 and 6 passes, level with both rivals at 9 (the main runs give budget 6).
+    runs = _runs(study.name, {**AUTOATTACK, "TRADES": [38.0, 38.5, 39.0]}, CLEAN, DROPS)
+    swept = _runs(study.name, {a: AUTOATTACK[a] for a in ("CAT", "PGD-AT")} | {"TRADES": [40, 39, 41]}, {}, {}, 3)
+    level = {"CAT": [45.0, 46.0, 45.5], "PGD-AT": [46.0, 45.0, 45.5], "TRADES": [45.5, 45.0, 46.0]}
+    swept += _runs(study.name, level, {}, {}, 9)
+    records = judge_studies(runs, scale, swept)[study.name]
+    assert all(set(FIELDS) <= set(record) and record["verdict"] in VERDICTS for record in records)
+    found = {record["name"]: record for record in records if record["name"].startswith("sweep-")}
+    assert list(found) == declared and [r["name"] for r in records][: len(CLAIMS)] == list(CLAIMS)
+    assert [found[name]["verdict"] for name in declared] == ["supported"] * 4 + ["inconclusive"] * 2
+    assert all(record["unit"] == "seeds" and record["n"] == 3 for record in found.values())
+    assert found["sweep-3/cat-vs-pgd-at"]["estimate"] == pytest.approx(7.0)
+    assert "weight updates per example: CAT 4, PGD-AT 2" in found["sweep-3/cat-vs-pgd-at"]["ours"]
+    # Without the other budgets' runs those claims are untestable, and one seed is too few.
+    missing = {r["name"]: r for r in judge_studies(runs, scale)[study.name]}
+    assert missing["sweep-9/cat-vs-trades"]["verdict"] == "untestable"
+    assert missing["sweep-6/cat-vs-trades"]["verdict"] == "supported"
+    one = judge_studies([r for r in runs if r["seed"] == 0], scale)[study.name]
+    assert {r["reason"] for r in one if r["name"] == "sweep-6/cat-vs-pgd-at"} == {"needs at least 2 seeds per arm"}
+
+
+def test_mean_curve_and_last_epoch_gain() -> None:
+    first = [{"epoch": 1, "passes": 1, "minutes": 1, "clean": 0.5, "robust": 0.2}]
+    first.append({"epoch": 2, "passes": 2, "minutes": 3, "clean": 0.7, "robust": None})
+    second = [{**point, "minutes": 2 * point["minutes"], "clean": point["clean"] - 0.1} for point in first]
+    second[1]["robust"] = 0.3
+    mean = mean_curve([first, second])
+    assert [p["minutes"] for p in mean] == [1.5, 4.5] and mean[1]["clean"] == pytest.approx(0.65)
+    assert mean[0]["robust"] == pytest.approx(0.2) and mean[1]["robust"] is None
+    assert last_gain(mean) == {"clean": pytest.approx(0.2), "robust": None}
+    assert last_gain(mean[:1]) == {"clean": None, "robust": None}
+
+
 def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
-    study = SCALES["small"].studies[0]
-    assert SCALES["small"].seeds == (0, 1) and study.budget == 40 and study.eps == 0.1
+    scale = SCALES["small"]
+    study = scale.studies[0]
+    assert scale.seeds == (0, 1, 2, 3, 4) and study.budget == 20 and study.eps == 0.1
+    assert study.model == "mlp" and "train_limit" not in study.train and study.test_limit is None
+    assert study.train["schedule"] == "cosine" and study.robust_examples == study.eval_batch_size == 200
     epochs = {arm.label: arm_epochs(study, arm) for arm in study.arms}
     # Passes per minibatch: natural 1, PGD-7 and Free-8 8, fast 2, TRADES-7 7 + 7/3, CAT T4 K1 4 (1 + 1) + 4/3,
     # CAT-CE 8.
     assert {k: v for k, v in epochs.items() if k != "YOPO"} == {
-        "natural": 40,
-        "PGD-AT": 5,
-        "Free": 5,
-        "fast": 20,
-        "TRADES": 4,
-        "CAT": 4,
-        "CAT-CE": 5,
+        "natural": 20,
+        "PGD-AT": 2,
+        "Free": 2,
+        "fast": 10,
+        "TRADES": 2,
+        "CAT": 2,
+        "CAT-CE": 2,
     }
     yopo = next(arm for arm in study.arms if arm.label == "YOPO")
     passes = planned_passes(study, yopo)
-    # YOPO-5-3: five full passes and five through the first layer, a fraction of LeNet's multiply-adds.
-    assert 5 < passes < 7.5
-    assert epochs["YOPO"] == round(40 / passes)
+    # YOPO-5-3: five full passes and five through the first layer, a large share of the MLP's multiply-adds.
+    assert 5 < passes < 10
+    assert epochs["YOPO"] == round(20 / passes)
+    # The sweep: CAT, PGD-AT and TRADES at three budgets, the main one among them, shown in the plan.
+    assert len(study.sweep) >= 3 and study.budget in study.sweep
+    assert set(study.sweep_arms) == {"CAT", "PGD-AT", "TRADES"}
+    shown = plan(scale)["studies"][0]["sweep"]
+    assert [row["budget"] for row in shown] == sorted(study.sweep)
+    assert all(set(row["arms"]) == set(study.sweep_arms) for row in shown)
+    assert [row["arms"]["CAT"] for row in shown] == [1, 2, 4]
+    assert [s.budget for s in sweep_studies(study)] == [10, 40]
 
 
 def test_paper_scale_has_the_papers_settings() -> None:
@@ -210,6 +271,7 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     out = Path(smoke["out"])
     study = SCALES["smoke"].studies[0]
     rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {row["budget"] for row in rows} == {"6"}
     assert len(rows) == len(study.arms) * 2
     for row in rows:
         arm = next(arm for arm in study.arms if arm.label == row["arm"])
@@ -225,12 +287,22 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     natural = [float(r["clean"]) for r in rows if r["arm"] == "natural"]
     assert summary["arms"]["natural"]["clean"]["mean"] == pytest.approx(sum(natural) / 2)
     assert len(summary["differences"]) == len(study.arms) * (len(study.arms) - 1)
-    assert (out / f"{study.name}-curves.png").read_bytes().startswith(PNG)
+    figure = out / f"{study.name}-curves.png"
+    assert figure.read_bytes().startswith(PNG)
+    assert image.imread(figure).shape[2] in (3, 4)  # it decodes to an RGB(A) image
     report = (out / "report.md").read_text()
     for text in ("CAT is more robust than PGD-AT", "than Free", "than YOPO", "J_cd", "Fig. 5", "| CAT-CE |"):
         assert text in report
+    assert f"![curves]({figure.name})" in report and "last-epoch gain" in report and "### Budget sweep" in report
+    # The figure's curves are the means over seeds of what the trainer recorded per epoch.
+    per_seed = [json.loads((out / study.name / f"CAT-seed{s}" / "result.json").read_text())["curve"] for s in (0, 1)]
+    assert summary["curves"]["CAT"] == mean_curve(per_seed)
+    assert summary["last_gain"]["natural"]["clean"] == pytest.approx(
+        summary["curves"]["natural"][-1]["clean"] - summary["curves"]["natural"][-2]["clean"]
+    )
     claims = json.loads((out / "results.json").read_text())["claims"]
-    assert len(claims) == 6 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
+    assert [claim["name"] for claim in claims] == [*CLAIMS, *(claim.name for claim in sweep_claims(study))]
+    assert len(claims) == 12 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
     assert all(set(FIELDS) <= set(claim) and claim["unit"] == "seeds" and claim["n"] == 2 for claim in claims)
     table = list(csv.DictReader((out / "claims.csv").open()))
     assert [row["name"] for row in table] == [claim["name"] for claim in claims] and list(table[0]) == list(FIELDS)
@@ -243,8 +315,36 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     assert all(b["passes"] > a["passes"] and b["minutes"] > a["minutes"] for a, b in pairwise(curve))
 
 
+def test_smoke_run_sweeps_the_budget_and_counts_weight_updates(smoke: dict[str, Any]) -> None:
+    out = Path(smoke["out"])
+    study = SCALES["smoke"].studies[0]
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert sorted({(float(r["budget"]), r["arm"]) for r in rows}) == sorted(
+        (b, a) for b in (3.0, 9.0) for a in study.sweep_arms
+    )
+    assert len(rows) == 3 * 2 * 2
+    for row in rows:
+        swept = next(s for s in sweep_studies(study) if s.budget == float(row["budget"]))
+        arm = next(arm for arm in study.arms if arm.label == row["arm"])
+        assert int(row["epochs"]) == arm_epochs(swept, arm)
+        run = sweep_folder(out, swept) / study.name / f"{arm.label}-seed{row['seed']}" / "result.json"
+        assert json.loads(run.read_text())["budget"] == float(row["budget"])
+    # Weight updates per example: one per minibatch and epoch, T per minibatch for Free, CAT and CAT-CE.
+    main = {(r["arm"], r["seed"]): r for r in csv.DictReader((out / "results.csv").open())}
+    replays = {"natural": 1, "PGD-AT": 1, "TRADES": 1, "fast": 1, "Free": 2, "CAT": 2, "CAT-CE": 2}
+    for (label, _), row in main.items():
+        if label in replays:
+            assert float(row["updates"]) == pytest.approx(int(row["epochs"]) * replays[label]), label
+    sweep = json.loads((out / "results.json").read_text())["studies"][study.name]["sweep"]
+    assert [row["budget"] for row in sweep] == [3, 6, 9]
+    assert all(set(row["arms"]) == set(study.sweep_arms) for row in sweep)
+    assert all(row["arms"]["CAT"]["autoattack"]["std"] >= 0 for row in sweep)
+    config = json.loads((out / "config.json").read_text())
+    assert [row["budget"] for row in config["studies"][0]["sweep"]] == [3, 6, 9]
+
+
 def test_an_interrupted_run_resumes_to_the_same_results(tmp_path: Path) -> None:
-    scale = restrict(SCALES["smoke"], seeds=[0], methods=["natural", "cat"], budget=3)
+    scale = restrict(SCALES["smoke"], seeds=[0], methods=["natural", "cat"], budget=3, sweep=())
     whole = run_efficiency(scale, tmp_path / "whole", device="cpu", progress=False)
 
     class Stop(Exception):
@@ -256,12 +356,12 @@ def test_an_interrupted_run_resumes_to_the_same_results(tmp_path: Path) -> None:
     with pytest.raises(Stop):
         run_efficiency(scale, tmp_path / "cut", device="cpu", progress=False, callback=stop)
     assert not (tmp_path / "cut" / "report.md").exists()
-    done = tmp_path / "cut" / "fashion-mnist-lenet" / "natural-seed0" / "result.json"
+    done = tmp_path / "cut" / "fashion-mnist-mlp" / "natural-seed0" / "result.json"
     first = done.stat().st_mtime_ns
     resumed = run_efficiency(scale, tmp_path / "cut", device="cpu", progress=False)
     assert done.stat().st_mtime_ns == first  # the finished run is read back, not run again
-    for label, metrics in whole["summary"]["fashion-mnist-lenet"]["arms"].items():
-        again = resumed["summary"]["fashion-mnist-lenet"]["arms"][label]
+    for label, metrics in whole["summary"]["fashion-mnist-mlp"]["arms"].items():
+        again = resumed["summary"]["fashion-mnist-mlp"]["arms"][label]
         for name in ("clean", *ATTACKS, "worst", "passes"):
             assert again[name]["mean"] == pytest.approx(metrics[name]["mean"], abs=1e-6), (label, name)
     with pytest.raises(ValueError, match="holds a run of another plan"):
@@ -273,7 +373,7 @@ def test_command_line_runs_a_scale_and_reports_bad_input(tmp_path: Path, capsys:
     arguments = ["experiment", "at-efficiency", "--scale", "smoke", "--out", str(out), "--no-progress"]
     assert main([*arguments, "--methods", "natural", "--seeds", "4", "--budget", "1", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed["means"]["fashion-mnist-lenet"]) == {"natural"}
+    assert set(printed["means"]["fashion-mnist-mlp"]) == {"natural"}
     assert (out / "report.md").exists()
     assert main([*arguments, "--methods", "natural,nope"]) == 2
     assert "unknown method(s) ['nope']" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from hmcam.experiments.at_efficiency_claims import (
     spread_summary,
     study_evidence,
     summarize,
+    sweep_claims,
 )
 from hmcam.experiments.at_efficiency_plan import (
     ATTACKS,
@@ -38,6 +39,7 @@ from hmcam.experiments.at_efficiency_plan import (
     plan,
     planned_passes,
     restrict,
+    sweep_studies,
 )
 from hmcam.experiments.at_efficiency_report import write_report
 from hmcam.experiments.at_efficiency_run import run_one
@@ -61,7 +63,15 @@ __all__ = [
     "run_efficiency",
     "spread_summary",
     "study_evidence",
+    "sweep_claims",
+    "sweep_folder",
+    "sweep_studies",
 ]
+
+
+def sweep_folder(out: Path, study: Study) -> Path:
+    """Where the runs of a study at one budget of its sweep live: ``OUT/budget-B`` (then ``STUDY/ARM-seedS``)."""
+    return out / f"budget-{study.budget:g}"
 
 
 def run_efficiency(
@@ -75,23 +85,33 @@ def run_efficiency(
 ) -> dict[str, Any]:
     """Run every study, arm and seed of ``scale`` into ``out`` (resuming what is there) and write the report.
 
-    Returns ``{"out", "plan", "summary", "claims", "report"}``; ``claims`` holds every judged claim record
-    (all studies' claims are one Holm family). ``callback(result)`` is called after each run.
+    Each study's arms run at its budget, then its sweep arms at the sweep's other budgets (in
+    :func:`sweep_folder`). Returns ``{"out", "plan", "summary", "claims", "report"}``; ``claims`` holds
+    every judged claim record (all studies' claims, the sweep's included, are one Holm family).
+    ``callback(result)`` is called after each run.
     A configuration left in ``out`` by another scale or other settings is an error: results of two
     plans are never mixed.
     """
     folder = RunFolder(out, "experiment", started=time.time(), device=device)
     planned = plan(scale)
     folder.start(planned, "a run of another plan")
-    jobs = [(study, arm, seed) for study in scale.studies for arm in study.arms for seed in scale.seeds]
-    results = []
-    for study, arm, seed in tqdm(jobs, desc=f"at-efficiency {scale.name}", unit="run", disable=not progress):
-        result = run_one(folder.path, study, arm, seed, device=device, data_root=data_root, progress=progress)
-        results.append(result)
+    jobs = [(folder.path, study, arm, seed) for study in scale.studies for arm in study.arms for seed in scale.seeds]
+    jobs += [
+        (sweep_folder(folder.path, swept), swept, arm, seed)
+        for study in scale.studies
+        for swept in sweep_studies(study)
+        for arm in swept.arms
+        for seed in scale.seeds
+    ]
+    results: list[dict[str, Any]] = []
+    swept_results: list[dict[str, Any]] = []
+    for where, study, arm, seed in tqdm(jobs, desc=f"at-efficiency {scale.name}", unit="run", disable=not progress):
+        result = run_one(where, study, arm, seed, device=device, data_root=data_root, progress=progress)
+        (results if where == folder.path else swept_results).append(result)
         if callback is not None:
             callback(result)
-    summary = summarize(results, scale)
-    claims = judge_studies(results, scale)
-    report = write_report(folder, scale, results, summary, claims)
+    summary = summarize(results, scale, swept_results)
+    claims = judge_studies(results, scale, swept_results)
+    report = write_report(folder, scale, results, summary, claims, swept_results)
     records = [record for study in scale.studies for record in claims[study.name]]
     return {"out": str(folder.path), "plan": planned, "summary": summary, "claims": records, "report": report}

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from hmcam.experiments.at_efficiency_plan import METRICS, Scale
+from hmcam.experiments.at_efficiency_plan import METRICS, Scale, Study
 from hmcam.experiments.claims import Claim, Evidence, judge
 
 #: The paper's differences, CAT minus each rival, in points on PreAct-ResNet18 / CIFAR-10 (Table 4).
@@ -37,6 +37,8 @@ SHOWN = ("pgd", "mpgd", "cwlinf", "worst")
 RIVALS = ("PGD-AT", "Free", "YOPO")
 #: Why a claim is untestable when an arm has a single seed: Welch's test needs a spread on both sides.
 FEW_SEEDS = "needs at least 2 seeds per arm"
+#: The rivals CAT is judged against at every budget of a study's sweep.
+SWEEP_RIVALS = ("PGD-AT", "TRADES")
 EXPERIMENT = "at-efficiency"
 
 
@@ -99,6 +101,31 @@ CLAIMS: dict[str, Claim] = {
 }
 
 
+def sweep_claim(rival: str, budget: float) -> Claim:
+    """The claim that CAT beats ``rival`` under AutoAttack at ``budget`` gradient passes per example (the sweep)."""
+    return Claim(
+        experiment=EXPERIMENT,
+        name=f"sweep-{budget:g}/cat-vs-{rival.lower()}",
+        claim=f"CAT is more robust than {rival} at {budget:g} passes per example (budget sweep)",
+        paper="Table 4 compares at one cost per method; other budgets not measured",
+        statistic=_seed_statistic(f"CAT minus {rival} AutoAttack robust accuracy at {budget:g} passes per example"),
+        unit="seeds",
+        direction="greater",
+    )
+
+
+def _sweep_pairs(study: Study) -> list[tuple[float, str]]:
+    # (budget, rival) of every sweep claim of ``study``: none unless CAT is among its sweep arms.
+    if "CAT" not in study.sweep_arms:
+        return []
+    return [(budget, rival) for budget in sorted(study.sweep) for rival in SWEEP_RIVALS if rival in study.sweep_arms]
+
+
+def sweep_claims(study: Study) -> list[Claim]:
+    """The sweep's claims of ``study``, declared from its plan: each budget of its sweep, each rival it trains."""
+    return [sweep_claim(rival, budget) for budget, rival in _sweep_pairs(study)]
+
+
 def spread_summary(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), minimum and maximum of one metric over seeds."""
     return {
@@ -120,14 +147,60 @@ def oscillation(curve: Sequence[dict[str, Any]]) -> float:
     return sum(max(0.0, a - b) for a, b in zip(values, values[1:], strict=False))
 
 
-def summarize(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, Any]:
-    """Per study: each arm's spread of every metric and mean oscillation, and every arm against every other one."""
+def mean_curve(curves: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per epoch, the mean over seeds of ``passes``, ``minutes``, ``clean`` and ``robust``.
+
+    A value is None where any seed lacks it. The seeds of one arm train the same epochs; a seed
+    with fewer shortens the curve to the common epochs.
+    """
+    points = []
+    for epoch in zip(*curves, strict=False):
+        point: dict[str, Any] = {"epoch": epoch[0]["epoch"]}
+        for key in ("passes", "minutes", "clean", "robust"):
+            values = [p[key] for p in epoch]
+            point[key] = None if any(v is None for v in values) else statistics.fmean(values)
+        points.append(point)
+    return points
+
+
+def last_gain(curve: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Clean and robust accuracy gained in the last epoch of ``curve`` (None with one epoch or unmeasured)."""
+    gains: dict[str, float | None] = {}
+    for key in ("clean", "robust"):
+        ends = [point[key] for point in curve[-2:]]
+        gains[key] = ends[1] - ends[0] if len(ends) == 2 and None not in ends else None
+    return gains
+
+
+def _spreads(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    return {metric: spread_summary([run[metric] for run in runs]) for metric in METRICS}
+
+
+def sweep_summary(study: Study, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget of ``study``'s sweep (ascending): each sweep arm's spread of every metric over its runs there."""
+    rows = []
+    for budget in sorted(study.sweep):
+        arms = {
+            label: _spreads(mine)
+            for label in study.sweep_arms
+            if (mine := [r for r in runs if r["arm"] == label and r.get("budget") == budget])
+        }
+        rows.append({"budget": budget, "arms": arms})
+    return rows
+
+
+def summarize(results: Sequence[dict[str, Any]], scale: Scale, swept: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Per study: each arm's spreads, mean curve, last-epoch gain and oscillation, the differences, the sweep.
+
+    ``results`` are the runs at each study's budget, ``swept`` those at its sweep's other budgets.
+    """
     studies: dict[str, Any] = {}
     for study in scale.studies:
         mine = [result for result in results if result["study"] == study.name]
         rows = {arm.label: [result for result in mine if result["arm"] == arm.label] for arm in study.arms}
         rows = {label: runs for label, runs in rows.items() if runs}
-        arms = {label: {m: spread_summary([run[m] for run in runs]) for m in METRICS} for label, runs in rows.items()}
+        arms = {label: _spreads(runs) for label, runs in rows.items()}
+        curves = {label: mean_curve([run["curve"] for run in runs]) for label, runs in rows.items()}
         differences = {
             f"{a} - {b}": {m: compare([r[m] for r in rows[a]], [r[m] for r in rows[b]]) for m in METRICS}
             for a in arms
@@ -139,6 +212,9 @@ def summarize(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, Any]
             "arms": arms,
             "differences": differences,
             "oscillation": drops,
+            "curves": curves,
+            "last_gain": {label: last_gain(curve) for label, curve in curves.items()},
+            "sweep": sweep_summary(study, mine + [run for run in swept if run["study"] == study.name]),
             "seeds": list(scale.seeds),
         }
     return studies
@@ -207,24 +283,47 @@ def study_evidence(runs: Sequence[dict[str, Any]]) -> list[Evidence]:
     return found
 
 
+def _sweep_evidence(claim: Claim, runs: Sequence[dict[str, Any]], rival: str, budget: float) -> Evidence:
+    """CAT's AutoAttack values at ``budget`` against ``rival``'s (untestable without the runs or with one seed)."""
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run.get("budget") == budget:
+            arms.setdefault(run["arm"], []).append(run)
+    if "CAT" not in arms or rival not in arms:
+        return claim.evidence(ours="not run", untestable=f"no runs of CAT and {rival} at this budget")
+    updates = {label: statistics.fmean(run["updates"] for run in arms[label]) for label in ("CAT", rival)}
+    ours = (
+        f"{_difference(arms, 'CAT', rival, JUDGED):+.1f} {JUDGED} points (judged); weight updates per example: "
+        f"CAT {updates['CAT']:.3g}, {rival} {updates[rival]:.3g}"
+    )
+    return _evidence(claim, arms, rival, JUDGED, ours)
+
+
+def sweep_evidence(study: Study, runs: Sequence[dict[str, Any]]) -> list[Evidence]:
+    """The evidence for every claim of :func:`sweep_claims` from ``study``'s runs at every budget."""
+    return [_sweep_evidence(sweep_claim(rival, budget), runs, rival, budget) for budget, rival in _sweep_pairs(study)]
+
+
 def _in_study(item: Evidence, study: str) -> Evidence:
     # Claim names must be distinct within a run: with several studies each claim is named after its study.
     claim = dataclasses.replace(item.claim, name=f"{study}/{item.claim.name}", claim=f"{item.claim.claim} [{study}]")
     return dataclasses.replace(item, claim=claim)
 
 
-def judge_studies(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, list[dict[str, Any]]]:
+def judge_studies(
+    results: Sequence[dict[str, Any]], scale: Scale, swept: Sequence[dict[str, Any]] = ()
+) -> dict[str, list[dict[str, Any]]]:
     """Per study, its judged claim records (:data:`hmcam.experiments.claims.FIELDS`): one Holm family for the run.
 
-    With several studies, each claim's name and text carry its study's name.
+    ``results`` are the runs at each study's budget, ``swept`` those at its sweep's other budgets; the
+    claims of :data:`CLAIMS` come first, then the sweep's. With several studies, each claim's name and
+    text carry its study's name.
     """
     several = len(scale.studies) > 1
-    evidence = {
-        study.name: [
-            _in_study(item, study.name) if several else item
-            for item in study_evidence([run for run in results if run["study"] == study.name])
-        ]
-        for study in scale.studies
-    }
+    evidence = {}
+    for study in scale.studies:
+        mine = [run for run in results if run["study"] == study.name]
+        found = study_evidence(mine) + sweep_evidence(study, mine + [r for r in swept if r["study"] == study.name])
+        evidence[study.name] = [_in_study(item, study.name) if several else item for item in found]
     records = iter(judge([item for items in evidence.values() for item in items]))
     return {name: [next(records) for _ in items] for name, items in evidence.items()}

@@ -22,8 +22,11 @@ ATTACKS = ("pgd", "mpgd", "cwlinf")
 #: The suite every arm is also evaluated with; the robustness claims are judged on its number.
 ROBUST_SUITE = "autoattack"
 #: The figures reported per run, in table order (accuracies are fractions, time in minutes); ``worst`` is
-#: the worst case over :data:`ATTACKS`, ``autoattack`` the robust accuracy under :data:`ROBUST_SUITE`.
-METRICS = ("clean", "pgd", "mpgd", "cwlinf", "worst", "autoattack", "train_minutes", "passes")
+#: the worst case over :data:`ATTACKS`, ``autoattack`` the robust accuracy under :data:`ROBUST_SUITE`,
+#: ``passes`` the gradient passes and ``updates`` the weight updates (optimizer steps) per training example.
+METRICS = ("clean", "pgd", "mpgd", "cwlinf", "worst", "autoattack", "train_minutes", "passes", "updates")
+#: The arms a study's budget sweep trains by default: CAT and the two strongest multi-step baselines.
+SWEEP_ARMS = ("PGD-AT", "TRADES", "CAT")
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,12 @@ class Study:
 
     ``budget`` is the gradient passes per training example every arm without its own ``epochs``
     gets; ``train`` holds the :class:`~hmcam.training.TrainConfig` fields shared by all arms
-    (batch size, learning rate, schedule, subset sizes). Robustness is measured on the first
+    (batch size, learning rate, schedule, subset sizes, ``model_options``). ``sweep`` lists the budgets
+    (passes per example, ``budget`` among them) at which the arms labelled in ``sweep_arms`` are also
+    trained (empty: no sweep). Robustness is measured on the first
     ``robust_examples`` test images with ``attack_steps`` steps and step ``attack_alpha`` (None:
-    each attack's own rule); clean accuracy on ``test_limit`` images (None: the whole test set).
+    each attack's own rule), ``eval_batch_size`` images at a time; clean accuracy on ``test_limit``
+    images (None: the whole test set).
     """
 
     name: str
@@ -64,7 +70,10 @@ class Study:
     robust_examples: int = 1000
     attack_steps: int = 20
     attack_alpha: float | None = None
+    eval_batch_size: int = 128
     reference: str = "PGD-AT"
+    sweep: tuple[float, ...] = ()
+    sweep_arms: tuple[str, ...] = SWEEP_ARMS
 
 
 @dataclass(frozen=True)
@@ -123,18 +132,29 @@ def _paper_mnist_arms() -> tuple[Arm, ...]:
     )
 
 
+#: The ``small`` scale: the MLP's hidden widths, the main budget, the sweep and the AutoAttack images.
+SMALL_HIDDEN = (128,)
+SMALL_BUDGET = 20
+SMALL_SWEEP = (10, 20, 40)
+SMALL_ROBUST = 200
+SMALL_DESCRIPTION = (
+    f"about 35 minutes on 2 CPU cores: Fashion-MNIST (60k / 10k), MLP {'-'.join(map(str, SMALL_HIDDEN))}, eps 0.1, "
+    f"{SMALL_BUDGET} passes per example (PGD-AT, TRADES, CAT also at {', '.join(map(str, SMALL_SWEEP))}), "
+    f"cosine schedule, AutoAttack on {SMALL_ROBUST} test images, 5 seeds"
+)
+
 _CIFAR_TRAIN = {"batch_size": 256, "weight_decay": 5e-4, "momentum": 0.9, "augment": "crop-flip", "eval_subset": 1000}
 
 #: The scales of ``hmcam experiment at-efficiency``.
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
         "smoke",
-        "seconds: 192 Fashion-MNIST images, LeNet, eps 0.1, a budget of 6 passes per example, 2 seeds",
+        "seconds: 192 Fashion-MNIST images, an MLP, eps 0.1, a budget of 6 passes per example (sweep 3, 6, 9), 2 seeds",
         (
             Study(
-                "fashion-mnist-lenet",
+                "fashion-mnist-mlp",
                 "fashion-mnist",
-                "lenet",
+                "mlp",
                 0.1,
                 _equal_cost_arms(0.1, steps=2, replays=2, yopo=(2, 2), cat=(2, 1)),
                 budget=6,
@@ -142,35 +162,48 @@ SCALES: dict[str, Scale] = {
                 train={
                     "batch_size": 64,
                     "lr": 0.05,
+                    "schedule": "cosine",
                     "train_limit": 192,
                     "eval_subset": 32,
                     "eval_steps": 3,
                     "collapse_epochs": 0,
+                    "model_options": {"hidden": [32]},
                 },
                 test_limit=128,
                 robust_examples=32,
                 attack_steps=3,
+                sweep=(3, 6, 9),
             ),
         ),
         (0, 1),
     ),
     "small": Scale(
         "small",
-        "a few hours on 2 CPU cores: Fashion-MNIST (60k / 10k), LeNet, eps 0.1, 40 passes per example, 2 seeds",
+        SMALL_DESCRIPTION,
         (
             Study(
-                "fashion-mnist-lenet",
+                "fashion-mnist-mlp",
                 "fashion-mnist",
-                "lenet",
+                "mlp",
                 0.1,
                 _equal_cost_arms(0.1, steps=7, replays=8, yopo=(5, 3), cat=(4, 1)),
-                budget=40,
-                train={"batch_size": 128, "lr": 0.05, "warmup_epochs": 0.5, "eval_subset": 500, "eval_steps": 10},
-                robust_examples=1000,
+                budget=SMALL_BUDGET,
+                train={
+                    "batch_size": 128,
+                    "lr": 0.05,
+                    "schedule": "cosine",
+                    "eval_subset": 500,
+                    "eval_steps": 10,
+                    "model_options": {"hidden": list(SMALL_HIDDEN)},
+                },
+                robust_examples=SMALL_ROBUST,
                 attack_steps=20,
+                # One batch: AutoAttack's per-iteration overhead, not the MLP, dominates its time.
+                eval_batch_size=SMALL_ROBUST,
+                sweep=SMALL_SWEEP,
             ),
         ),
-        (0, 1),
+        (0, 1, 2, 3, 4),
     ),
     "paper": Scale(
         "paper",
@@ -223,11 +256,12 @@ def restrict(
     methods: Sequence[str] | None = None,
     budget: float | None = None,
     train_limit: int | None = None,
+    sweep: Sequence[float] | None = None,
 ) -> Scale:
-    """``scale`` with other seeds, only the arms labelled or named in ``methods``, another budget or training subset.
+    """``scale`` with other seeds, only the arms labelled or named in ``methods``, another budget, subset or sweep.
 
     Every name in ``methods`` must match an arm (by label, case-insensitive, or by method name) of
-    every study; unknown names are an error that lists the arms.
+    every study; unknown names are an error that lists the arms. The sweep keeps only the arms kept.
     """
     if seeds is not None:
         if not seeds or len(set(seeds)) != len(seeds) or any(isinstance(s, bool) or s < 0 for s in seeds):
@@ -236,6 +270,8 @@ def restrict(
         raise ValueError(f"budget must be a positive number of passes per example, got {budget}")
     if train_limit is not None and train_limit < 1:
         raise ValueError(f"train_limit must be >= 1, got {train_limit}")
+    if sweep is not None and any(not math.isfinite(b) or b <= 0 for b in sweep):
+        raise ValueError(f"sweep budgets must be positive numbers of passes per example, got {list(sweep)}")
     studies = []
     for study in scale.studies:
         arms = study.arms
@@ -247,8 +283,16 @@ def restrict(
                 raise ValueError(f"unknown method(s) {unknown} for {study.name}; choose from {[a.label for a in arms]}")
             arms = tuple(arm for arm in arms if arm.label.lower() in wanted or arm.method in wanted)
         train = {**study.train, **({"train_limit": train_limit} if train_limit is not None else {})}
+        kept = tuple(label for label in study.sweep_arms if label in {arm.label for arm in arms})
         studies.append(
-            dataclasses.replace(study, arms=arms, train=train, budget=study.budget if budget is None else budget)
+            dataclasses.replace(
+                study,
+                arms=arms,
+                train=train,
+                budget=study.budget if budget is None else budget,
+                sweep=study.sweep if sweep is None else tuple(sweep),
+                sweep_arms=kept,
+            )
         )
     return dataclasses.replace(scale, studies=tuple(studies), seeds=tuple(seeds) if seeds is not None else scale.seeds)
 
@@ -260,7 +304,8 @@ def planned_passes(study: Study, arm: Arm) -> float:
     (YOPO's cost depends on the share of the first layer in it; the other methods ignore it).
     """
     info = dataset_info(study.dataset)
-    network = build_model(study.model, num_classes=info.num_classes, in_channels=info.input_shape[0])
+    options = study.train.get("model_options", {})
+    network = build_model(study.model, num_classes=info.num_classes, in_channels=info.input_shape[0], **options)
     method = build_method(arm.method, dataset=study.dataset, **arm.kwargs)
     return method.passes_per_batch(network, tuple(info.input_shape))
 
@@ -274,8 +319,27 @@ def arm_epochs(study: Study, arm: Arm) -> int:
     return max(1, round(study.budget / planned_passes(study, arm)))
 
 
+def sweep_studies(study: Study) -> tuple[Study, ...]:
+    """``study`` at each budget of its sweep other than its own, with only its sweep arms (none without a sweep)."""
+    arms = tuple(arm for arm in study.arms if arm.label in study.sweep_arms)
+    budgets = sorted(set(study.sweep) - {study.budget}) if arms else []
+    return tuple(dataclasses.replace(study, budget=budget, arms=arms, sweep=()) for budget in budgets)
+
+
+def _sweep_plan(study: Study) -> list[dict[str, Any]]:
+    # Every budget of the sweep (the study's own included) with the epochs of each of its arms there.
+    arms = [arm for arm in study.arms if arm.label in study.sweep_arms]
+    return [
+        {
+            "budget": budget,
+            "arms": {arm.label: arm_epochs(dataclasses.replace(study, budget=budget), arm) for arm in arms},
+        }
+        for budget in (sorted(study.sweep) if arms else [])
+    ]
+
+
 def plan(scale: Scale) -> dict[str, Any]:
-    """The scale as JSON, with each arm's epochs resolved: what the run folder's configuration records."""
+    """The scale as JSON, with each arm's epochs (and each sweep budget's) resolved: the run folder's configuration."""
     return {
         "kind": "experiment",
         "experiment": "at-efficiency",
@@ -286,6 +350,7 @@ def plan(scale: Scale) -> dict[str, Any]:
             {
                 **{k: v for k, v in dataclasses.asdict(study).items() if k != "arms"},
                 "arms": [{**dataclasses.asdict(arm), "epochs": arm_epochs(study, arm)} for arm in study.arms],
+                "sweep": _sweep_plan(study),
             }
             for study in scale.studies
         ],

@@ -20,7 +20,7 @@ from hmcam.experiments.at_efficiency_plan import ATTACKS, ROBUST_SUITE, Arm, Stu
 from hmcam.models import load_checkpoint
 from hmcam.training import TrainConfig, train
 
-#: The file of a finished run, in its own folder: its scores, minutes, passes and curve.
+#: The file of a finished run, in its own folder: its scores, minutes, passes, weight updates and curve.
 RESULT_FILE = "result.json"
 
 
@@ -70,6 +70,7 @@ def score(
         steps=study.attack_steps,
         alpha=study.attack_alpha,
         standalone=True,
+        batch_size=study.eval_batch_size,
         check_examples=0,
         state_dir=folder / "evaluation-state",
         progress=progress,
@@ -81,6 +82,7 @@ def score(
         labels.to(target),
         suite=ROBUST_SUITE,
         eps=study.eps,
+        batch_size=study.eval_batch_size,
         check_examples=0,
         state_dir=folder / "autoattack-state",
         progress=progress,
@@ -128,6 +130,7 @@ def run_one(
         "arm": arm.label,
         "method": summary["method"],
         "seed": seed,
+        "budget": study.budget,
         "epochs": summary["epochs"],
         "clean": final["clean_accuracy"],
         **{name: scores[name] for name in ATTACKS},
@@ -137,6 +140,8 @@ def run_one(
         "train_minutes": sum(record["train_seconds"] for record in history) / 60,
         # Passes over minibatches, divided by the minibatches of an epoch: passes per training example.
         "passes": final["passes_total"] / final["batches"],
+        # Optimizer steps over minibatches of an epoch: how many weight updates each training example fed.
+        "updates": summary["steps"] / final["batches"],
         "curve": _curve(history),
     }
     # The arm's folder is not a run folder of its own (no configuration): the result is one JSON file.
