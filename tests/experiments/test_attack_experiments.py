@@ -185,6 +185,8 @@ def test_command_line_runs_an_experiment_and_rejects_bad_seeds(smoke_models: Pat
     assert printed["report"].endswith("report.md") and all(c["verdict"] in VERDICTS for c in printed["claims"])
     assert main([*arguments, "--seeds", "1", "1"]) == 2
     assert "--seeds must be distinct" in capsys.readouterr().err
+    assert main([*arguments, "--zoo-seeds", "0", "0"]) == 2
+    assert "--zoo-seeds must be distinct" in capsys.readouterr().err
 
 
 def test_random_targets_never_pick_the_label_and_cover_the_others() -> None:

@@ -54,6 +54,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         _common(child)
         child.add_argument("--images", type=positive_int, help="test images attacked (default: the scale's)")
         child.add_argument(
+            "--zoo-seeds",
+            type=int,
+            nargs="+",
+            help="seeds of the zoos attacked, one run each, claims judged on all (default: the scale's)",
+        )
+        child.add_argument(
             "--models", help="folder of the trained models, shared between experiments (default: OUT/models)"
         )
         child.set_defaults(run=run_attack_experiment)
@@ -104,6 +110,10 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
         scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
     if args.images is not None:
         scale = dataclasses.replace(scale, images=args.images)
+    if args.zoo_seeds is not None:
+        if len(set(args.zoo_seeds)) != len(args.zoo_seeds) or any(seed < 0 for seed in args.zoo_seeds):
+            raise ValueError(f"--zoo-seeds must be distinct non-negative integers, got {args.zoo_seeds}")
+        scale = dataclasses.replace(scale, zoo_seeds=tuple(args.zoo_seeds))
     options = RunOptions(out, args.device, args.data_root, models, not args.no_progress)
     result = REGISTERED[args.experiment].run(scale, options)
     return {
