@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hmcam-installed
 # Where `make docs` builds the site (ignored by git).
 SITE   ?= site
 
-.PHONY: install data browser lint docs test demo reproduce bench
+.PHONY: install data browser lint docs test demo reproduce results-page bench
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -55,6 +55,11 @@ demo: install data
 # Every experiment of the paper at the small scale, then one report page (the README gives the time).
 reproduce: install data
 	$(PYTHON) -m hmcam reproduce --scale small --out runs/reproduce
+
+# docs/results.md, its figures (docs/results/) and the README's results block, from the committed results/small
+# (`hmcam results publish runs/reproduce` puts a finished reproduction there).
+results-page: install
+	$(PYTHON) -m hmcam results page results/small
 
 bench: install
 	$(PYTHON) benchmarks/attacks.py

@@ -167,6 +167,16 @@ def smoke_models(tmp_path_factory: pytest.TempPathFactory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def smoke_reproduction(smoke_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished ``hmcam reproduce --scale smoke`` on the smoke zoo, run once per session."""
+    from hmcam.experiments.reproduce import REPRODUCE_SCALES, run_reproduce
+
+    out = tmp_path_factory.mktemp("smoke-reproduction") / "run"
+    run_reproduce(REPRODUCE_SCALES["smoke"], out, models_dir=smoke_models, progress=False)
+    return out
+
+
 CHECK_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><pre id="result">pending</pre>
 <iframe id="page" src="PAGE" width="1200" height="900"></iframe>
 <script>

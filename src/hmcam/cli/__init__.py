@@ -16,9 +16,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from hmcam.cli import attack, demo, evaluate, experiment, info, report, reproduce, train
+from hmcam.cli import attack, demo, evaluate, experiment, info, report, reproduce, results, train
 
-SUBCOMMANDS = (train, evaluate, attack, experiment, reproduce, report, info, demo)
+SUBCOMMANDS = (train, evaluate, attack, experiment, reproduce, results, report, info, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
