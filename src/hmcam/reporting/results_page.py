@@ -172,6 +172,23 @@ def _run_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _zoo_time(results: Mapping[str, Any]) -> str:
+    """The sentence on the zoos' training time, which the experiments' times leave out when trained beforehand."""
+    rows = results.get("zoo_training") or []
+    if not rows:
+        return ""
+    seeds: dict[Any, float] = {}
+    for row in rows:
+        seeds[row["zoo_seed"]] = seeds.get(row["zoo_seed"], 0.0) + float(row["seconds"] or 0.0)
+    per_seed = ", ".join(f"seed {seed}: {_duration(seconds)}" for seed, seconds in seeds.items())
+    return (
+        f" The attack experiments' zoos are trained once into the run's models folder and reused; their training "
+        f"runs took {_duration(float(results.get('zoo_training_seconds') or 0.0))} in all ({per_seed}; each "
+        "model's time is in `results.json`, `zoo_training`). A zoo trained before the run started, or while "
+        "other jobs loaded the machine, counts here with the time it took then, not in the experiments' minutes."
+    )
+
+
 def _wall_time(results: Mapping[str, Any]) -> str:
     experiments = float(results.get("experiment_seconds") or 0.0)
     wall = (results.get("run") or {}).get("wall_seconds")
@@ -257,7 +274,7 @@ def render(results_dir: str | os.PathLike[str], figures: str = "results") -> str
         "",
         *_run_lines(results),
         "",
-        _wall_time(results),
+        _wall_time(results) + _zoo_time(results),
         "",
         markdown_table(_experiment_rows(folder, results), ("experiment", "reproduces", "minutes")),
     ]
