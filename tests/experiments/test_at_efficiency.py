@@ -82,6 +82,7 @@ def _runs(
                     "worst": (value + 3) / 100,
                     "autoattack": value / 100,
                     "train_minutes": 1.0,
+                    "passes": 10.0 if arm == "CAT" else 8.0,
                     "curve": [{"robust": 0.5}, {"robust": None}, {"robust": 0.5 - drop}],
                 }
             )
@@ -128,6 +129,7 @@ def test_claims_are_judged_over_seeds_by_hand() -> None:
     assert pgd["estimate"] == pytest.approx(7.0) and pgd["ci_low"] <= 7.0 <= pgd["ci_high"]
     assert pgd["paper"].startswith("+7.8 pgd, +9.1 mpgd, +2.4 cwlinf")
     assert pgd["ours"].startswith("+7.0 autoattack points (judged)") and "+7.0 pgd" in pgd["ours"]
+    assert "1.25x the gradient passes" in pgd["ours"]  # the passes each arm made, not the planned budget
     assert found["clean-vs-pgd-at"]["direction"] == "noninferior" and found["clean-vs-pgd-at"]["margin"] == 3.4
     assert found["clean-vs-pgd-at"]["estimate"] == pytest.approx(-2.0)
     assert found["steady-vs-yopo"]["direction"] == "less"

@@ -248,9 +248,13 @@ def _robustness_sentence(arms: dict[str, list[dict[str, Any]]], rival: str) -> s
     minutes = statistics.fmean(run["train_minutes"] for run in arms["CAT"]) / max(
         statistics.fmean(run["train_minutes"] for run in arms[rival]), 1e-12
     )
+    passes = statistics.fmean(run["passes"] for run in arms["CAT"]) / max(
+        statistics.fmean(run["passes"] for run in arms[rival]), 1e-12
+    )
+    # Epochs are whole, so the passes each arm makes differ from the planned budget: say by how much.
     return (
         f"{_difference(arms, 'CAT', rival, JUDGED):+.1f} {JUDGED} points (judged); paper's attacks {shown} points; "
-        f"at {minutes:.2f}x the training minutes and equal gradient passes"
+        f"at {minutes:.2f}x the training minutes and {passes:.2f}x the gradient passes"
     )
 
 
