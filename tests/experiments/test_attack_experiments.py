@@ -18,8 +18,9 @@ from hmcam.cli import main
 from hmcam.evaluation import predict
 from hmcam.experiments.calibration import calibrated
 from hmcam.experiments.claims import FIELDS, VERDICTS
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, attack_images
+from hmcam.experiments.setup import ATTACK_SCALES, attack_images
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
 SMOKE = ATTACK_SCALES["smoke"]

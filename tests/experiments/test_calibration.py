@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hmcam.experiments.calibration import PAPER_PGD_WHITE_BOX, Calibration, calibrate, calibrated, choose_eps
-from hmcam.experiments.setup import ATTACK_SCALES, RunOptions, calibration_text
+from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.setup import ATTACK_SCALES, calibration_text
 
 SMOKE = ATTACK_SCALES["smoke"]
 

@@ -98,8 +98,9 @@ def run_attack_experiment(args: argparse.Namespace) -> dict[str, Any]:
     """Run one attack experiment; returns where its report is and the verdict on each claim."""
     import dataclasses
 
+    from hmcam.experiments.framework import RunOptions
     from hmcam.experiments.registry import ATTACK_EXPERIMENTS as REGISTERED
-    from hmcam.experiments.setup import ATTACK_SCALES, RunOptions
+    from hmcam.experiments.setup import ATTACK_SCALES
 
     out = check_output_folder(args.out)
     models = check_output_folder(args.models) if args.models is not None else None

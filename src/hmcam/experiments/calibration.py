@@ -28,7 +28,8 @@ from hmcam.core.storage import atomic_write_json
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackSettings
-from hmcam.experiments.setup import AttackScale, RunOptions, hits_on_targets
+from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.setup import AttackScale, hits_on_targets
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
 #: The paper's mean PGD success, percent (Table 2: CIFAR-10, eps 2/255, N = 100): the regime calibrated to.

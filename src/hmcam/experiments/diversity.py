@@ -29,7 +29,8 @@ from hmcam.evaluation.sampling import (
     mean_pairwise_distance,
 )
 from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.setup import AttackScale, RunOptions, bench, claim_table, finish_experiment
+from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.setup import AttackScale, bench, claim_table, finish_experiment
 from hmcam.reporting.figures import save_embedding
 from hmcam.reporting.tables import markdown_table
 

@@ -17,13 +17,13 @@ from torch import Tensor
 
 from hmcam.evaluation import predict
 from hmcam.experiments.claims import Claim, Evidence, judge, paired_interval
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     INTERVALS_TABLE,
     TABLE_ATTACKS,
     AttackScale,
     Bench,
-    RunOptions,
     adversarial_examples,
     bench,
     cache_file,

@@ -25,9 +25,9 @@ from hmcam.core.validate import choose
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.claims import Claim, Evidence, judge
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.setup import (
     AttackScale,
-    RunOptions,
     adversarial_examples,
     bench,
     cache_file,

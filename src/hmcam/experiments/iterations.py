@@ -11,32 +11,26 @@ N = 10 beats PGD with N = 100 black-box"). The claims are judged per image
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
-from hmcam.core.validate import choose
-from hmcam.experiments.claims import Claim, Evidence, judge
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     AttackScale,
     Bench,
-    RunOptions,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
     hits_on_targets,
     image_differences,
-    jobs,
 )
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_curve_panels
 from hmcam.reporting.tables import markdown_table
 
-#: The largest N of the curve per scale (the paper: 10).
-MAX_STEPS = {"smoke": 3, "small": 10, "paper": 10}
 #: The success curves.
 FIGURE = "iterations.png"
 #: The claims of Fig. 2, declared before any run; "at every N" is one statistic pooled over N.
@@ -118,29 +112,44 @@ def claim_evidence(setup: Bench, hits: Hits, steps: list[int]) -> list[Evidence]
     return evidence
 
 
-def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Fig. 2 at ``scale`` into ``out``: success per N, white- and black-box, the curves and the report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    largest = choose("scale", scale.name, MAX_STEPS)
-    steps = list(range(1, largest + 1))
+@dataclass(frozen=True)
+class Settings:
+    """Fig. 2 at one scale: the curve runs N = 1 .. ``max_steps`` (the paper: 10)."""
 
-    def settings(attack: str, n: int, seed: int) -> Any:
-        return scale.settings(attack, seed, steps=n, samples=1)
+    max_steps: int
 
-    runs = [(source, attack, n) for source in setup.sources for attack in ("mpgd", "hmcam") for n in steps]
-    runs += [(source, "pgd", 10 * largest) for source in setup.sources]
-    hits: Hits = {}
-    for source, attack, n in jobs(runs, "iterations", options.progress):
 
-        def compute(source: str = source, attack: str = attack, n: int = n) -> dict[str, Tensor]:
-            chosen = [settings(attack, n, seed) for seed in scale.seeds]
-            found = hits_on_targets(
-                setup.models, source, chosen, setup.targets, setup.images, setup.labels, scale.batch_size
-            )
-            return {"hits": found}
+#: The settings per scale.
+SETTINGS = {"smoke": Settings(max_steps=3), "small": Settings(max_steps=10), "paper": Settings(max_steps=10)}
+#: A job: the source model, the attack and its N.
+Job: TypeAlias = tuple[str, str, int]
 
-        hits[(source, attack, n)] = folder.cached(cache_file(f"{source}-{attack}-{n}"), compute)["hits"].bool()
+
+def _steps(context: Context[AttackScale, Settings, Bench]) -> list[int]:
+    return list(range(1, context.settings.max_steps + 1))
+
+
+def iteration_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """M-PGD and HMCAM at every N from every source, and PGD at ten times the largest N."""
+    sources, largest = context.bench.sources, context.settings.max_steps
+    runs = [(source, attack, n) for source in sources for attack in ("mpgd", "hmcam") for n in _steps(context)]
+    return runs + [(source, "pgd", 10 * largest) for source in sources]
+
+
+def compute_hits(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Which images the job's examples fool on each target, per seed (``hits``: [seeds, targets, images])."""
+    source, attack, n = job
+    scale, setup = context.scale, context.bench
+    chosen = [scale.settings(attack, seed, steps=n, samples=1) for seed in scale.seeds]
+    found = hits_on_targets(setup.models, source, chosen, setup.targets, setup.images, setup.labels, scale.batch_size)
+    return {"hits": found}
+
+
+def summarize_iterations(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Success per N, white- and black-box, the curves and the claims' evidence."""
+    scale, setup, steps = context.scale, context.bench, _steps(context)
+    largest = steps[-1]
+    hits: Hits = {job: outcome["hits"].bool() for job, outcome in outcomes.items()}
     rates = {key: _rates(setup, found) for key, found in hits.items()}
 
     def mean(attack: str, n: int, kind: str) -> float:
@@ -164,18 +173,9 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         }
         for attack in ("mpgd", "hmcam")
     }
-    save_curve_panels(
-        folder.file(FIGURE),
-        steps,
-        panels,
-        xlabel="iterations N",
-        ylabel="success rate (%)",
-        title=f"solid: white-box, dashed: black-box; eps {scale.eps:.4g}, {scale.images} images",
-    )
+    title = f"solid: white-box, dashed: black-box; eps {scale.eps:.4g}, {scale.images} images"
     long_pgd = mean("pgd", 10 * largest, "black")
-    judged = claim_evidence(setup, hits, steps)
-    claims = judge(judged)
-    report = "\n".join(
+    text = "\n".join(
         [
             "## Iterations (Fig. 2)",
             "",
@@ -186,10 +186,29 @@ def run_iterations(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "counted).",
             "",
             markdown_table(rows, ["attack", "N", "white_box", "black_box"]),
-            claim_table(claims),
-            f"![iterations]({FIGURE})",
-            "",
         ]
     )
-    results = {"steps": steps, "rows": rows, "claims": claims, "long_pgd_black_box": long_pgd}
-    return finish_experiment(folder, options, "iterations", scale, results, (rows, list(rows[0])), report, judged)
+    return Summary(
+        rows=rows,
+        columns=["attack", "N", "white_box", "black_box"],
+        text=text,
+        evidence=claim_evidence(setup, hits, steps),
+        figures={
+            FIGURE: lambda path: save_curve_panels(
+                path, steps, panels, xlabel="iterations N", ylabel="success rate (%)", title=title
+            )
+        },
+        results={"steps": steps, "long_pgd_black_box": long_pgd},
+    )
+
+
+#: Fig. 2 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="iterations",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=iteration_jobs,
+    key=lambda job: "-".join(map(str, job)),
+    compute=compute_hits,
+    summarize=summarize_iterations,
+)

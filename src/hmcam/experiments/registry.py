@@ -1,58 +1,75 @@
-"""The paper's experiments by name: what each reproduces and the function that runs it."""
+"""The one registry of experiments: what of the paper each reproduces, where it lives, in the paper's order.
+
+The command line (``hmcam experiment``, ``hmcam demo``), ``hmcam reproduce`` and the docs all read
+:data:`EXPERIMENTS`. An entry names the module whose ``EXPERIMENT``
+(:class:`~hmcam.experiments.framework.Experiment`) runs it; the module is imported only when the
+experiment is loaded, so that listing the experiments stays cheap.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from hmcam.experiments.all_or_nothing import run_all_or_nothing
-from hmcam.experiments.calibration import calibrated
-from hmcam.experiments.diversity import run_diversity
-from hmcam.experiments.ensemble import run_ensemble
-from hmcam.experiments.few_sample import run_few_sample
-from hmcam.experiments.iterations import run_iterations
-from hmcam.experiments.pooled import run_on_zoos
-from hmcam.experiments.setup import AttackScale, RunOptions
-from hmcam.experiments.step_size import run_step_size
-from hmcam.experiments.targeted import run_targeted
-from hmcam.experiments.transfer import run_transfer
+from hmcam.experiments.framework import Experiment
 
 
 @dataclass(frozen=True)
-class AttackExperiment:
-    """An attack experiment: what of the paper it reproduces, and the function that runs it at a scale."""
+class Entry:
+    """An experiment: what of the paper it reproduces, its module, and whether ``hmcam reproduce`` runs it."""
 
     reproduces: str
-    function: Callable[[AttackScale, RunOptions], dict[str, Any]]
+    module: str
+    reproduced: bool = True
 
-    def run(self, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-        """Run at the scale's calibrated eps (:func:`hmcam.experiments.calibration.calibrated`) into ``options.out``."""
-        return self.run_at(calibrated(scale, options), options)
-
-    def run_at(self, scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-        """Run at ``scale.eps`` as it is, into ``options.out``.
-
-        A scale of several zoo seeds runs once per zoo and judges the claims on all of them
-        (:func:`hmcam.experiments.pooled.run_on_zoos`).
-        """
-        if len(scale.zoo_seeds) > 1:
-            return run_on_zoos(self.function, scale, options)
-        return self.function(scale, options)
+    def load(self) -> Experiment[Any, Any, Any, Any]:
+        """The module's ``EXPERIMENT``."""
+        experiment: Experiment[Any, Any, Any, Any] = importlib.import_module(self.module).EXPERIMENT
+        return experiment
 
 
-#: The attack experiments in the paper's order; each takes an :class:`~hmcam.experiments.setup.AttackScale`.
-ATTACK_EXPERIMENTS: dict[str, AttackExperiment] = {
-    "transfer": AttackExperiment("Table 2: white- and black-box success, sources x targets", run_transfer),
-    "ensemble": AttackExperiment("Table 3: ensemble and hold-out success", run_ensemble),
-    "iterations": AttackExperiment("Fig. 2: success against the number of iterations", run_iterations),
-    "step-size": AttackExperiment("Fig. 3: success against the step size, and the eps cap", run_step_size),
-    "diversity": AttackExperiment(
-        "Fig. 1: diversity of many samples of one image, t-SNE, MCMC diagnostics", run_diversity
+#: Every experiment by name, in the order of the paper's Section 5 (attacks, 5.2, then learning, 5.3 to 5.6),
+#: which is the order ``hmcam reproduce`` runs them in; the demo last.
+EXPERIMENTS: dict[str, Entry] = {
+    "transfer": Entry(
+        "Table 2: white- and black-box success of five attacks, sources x targets", "hmcam.experiments.transfer"
     ),
-    "targeted": AttackExperiment("Table 8: targeted attacks on adversarially trained models", run_targeted),
-    "all-or-nothing": AttackExperiment(
-        "Table 9 analogue: feature-space attack judged all-or-nothing", run_all_or_nothing
+    "ensemble": Entry(
+        "Table 3: attack an ensemble, success on it and on the held-out model", "hmcam.experiments.ensemble"
     ),
-    "few-sample": AttackExperiment("Fig. 4: adversarial training data from few images", run_few_sample),
+    "iterations": Entry(
+        "Fig. 2: success of M-PGD and HMCAM against the number of iterations", "hmcam.experiments.iterations"
+    ),
+    "step-size": Entry(
+        "Fig. 3: success against the step size, and the fraction of steps capped at eps", "hmcam.experiments.step_size"
+    ),
+    "diversity": Entry(
+        "Fig. 1: diversity of many samples of one image (t-SNE), ESS and R-hat", "hmcam.experiments.diversity"
+    ),
+    "at-efficiency": Entry(
+        "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost, with a budget sweep",
+        "hmcam.experiments.at_efficiency",
+    ),
+    "few-sample": Entry(
+        "Fig. 4: adversarial training data from d images (HMCAM: S samples each) against d S images",
+        "hmcam.experiments.few_sample",
+    ),
+    "targeted": Entry(
+        "Table 8: targeted attacks with 10 and 100 steps on adversarially trained models",
+        "hmcam.experiments.targeted",
+    ),
+    "all-or-nothing": Entry(
+        "Table 9 analogue: targeted feature-space attack, success only if all samples succeed",
+        "hmcam.experiments.all_or_nothing",
+    ),
+    "demo": Entry(
+        "A minute's tour: train a small model, calibrate eps, attack it with PGD and HMCAM",
+        "hmcam.experiments.demo",
+        reproduced=False,
+    ),
 }
+#: The experiments ``hmcam reproduce`` runs, in order.
+REPRODUCED = tuple(name for name, entry in EXPERIMENTS.items() if entry.reproduced)
+#: The names every experiment's scales share.
+SCALE_NAMES = ("smoke", "small", "paper")

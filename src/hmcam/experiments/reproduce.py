@@ -33,8 +33,9 @@ from hmcam.experiments.at_efficiency import plan, run_efficiency
 from hmcam.experiments.calibration import calibrate
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import readjust
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, CLAIMS_TABLE, AttackScale, RunOptions
+from hmcam.experiments.setup import ATTACK_SCALES, CLAIMS_TABLE, AttackScale
 from hmcam.experiments.zoo import ZOOS, zoo_folder
 from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, RunFolder
 

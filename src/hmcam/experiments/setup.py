@@ -10,10 +10,8 @@ experiment continues where it stopped, and :func:`finish_experiment` writes the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import torch
@@ -28,6 +26,7 @@ from hmcam.experiments.attack_run import AttackSettings
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import Evidence
 from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_records
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 from hmcam.reporting.run_folder import RunFolder
 from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, markdown_table
@@ -173,32 +172,6 @@ class Bench:
     images: Tensor
     labels: Tensor
     correct: dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where and how an attack experiment runs: its folder, device, data and model folders, progress bars.
-
-    ``models_dir`` holds the trained zoo, shared between experiments given the same folder
-    (default: ``out / "models"``); ``started`` is when this invocation began, for the wall time in
-    ``results.json``.
-    """
-
-    out: Path
-    device: str = "cpu"
-    data_root: str | None = None
-    models_dir: Path | None = None
-    progress: bool = True
-    started: float = field(default_factory=time.time)
-
-    @property
-    def models(self) -> Path:
-        """The folder of the trained zoo."""
-        return self.models_dir if self.models_dir is not None else self.out / "models"
-
-    def run_folder(self) -> RunFolder:
-        """The experiment's run folder ``out``, of kind ``experiment``, with this invocation's start and device."""
-        return RunFolder(self.out, "experiment", started=self.started, device=self.device)
 
 
 def bench(scale: AttackScale, options: RunOptions) -> Bench:

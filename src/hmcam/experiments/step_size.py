@@ -24,12 +24,12 @@ from hmcam.attacks.aifgsm import AccumulatedMomentum
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.loop import StepRule
 from hmcam.experiments.claims import Claim, Evidence, judge
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.iterations import box_pairs, per_image_evidence
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     AttackScale,
     Bench,
-    RunOptions,
     bench,
     cache_file,
     claim_table,

@@ -19,13 +19,13 @@ import torch
 from torch import Tensor
 
 from hmcam.experiments.claims import Claim, Evidence, judge, paired_interval
+from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     INTERVALS_TABLE,
     TABLE_ATTACKS,
     AttackScale,
     Bench,
-    RunOptions,
     bench,
     cache_file,
     claim_table,
