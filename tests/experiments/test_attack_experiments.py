@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -13,25 +12,30 @@ from typing import Any
 import pytest
 import torch
 
-from hmcam.cli import experiment as experiment_cli
 from hmcam.cli import main
 from hmcam.evaluation import predict
 from hmcam.experiments.calibration import calibrated
 from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.registry import ATTACK_EXPERIMENTS
+from hmcam.experiments.registry import EXPERIMENTS, SCALE_NAMES
 from hmcam.experiments.setup import ATTACK_SCALES, attack_images
 from hmcam.experiments.zoo import ZOOS, trained_zoo
 
 SMOKE = ATTACK_SCALES["smoke"]
+#: Every attack experiment of the registry, loaded.
+ATTACK_EXPERIMENTS = {name: entry.load() for name, entry in EXPERIMENTS.items() if entry.kind == "attack"}
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"transfer": "transfer.png", "iterations": "iterations.png", "step-size": "step_size.png"}
 FIGURES |= {"diversity": "diversity.png", "few-sample": "few_sample.png"}
 
 
-def test_the_command_line_lists_every_experiment_and_scale() -> None:
-    assert list(experiment_cli.ATTACK_EXPERIMENTS) == list(ATTACK_EXPERIMENTS)
-    assert set(experiment_cli.SCALES) == set(ATTACK_SCALES) == set(ZOOS)
+def test_every_attack_experiment_declares_settings_for_every_scale() -> None:
+    assert set(SCALE_NAMES) == set(ATTACK_SCALES) == set(ZOOS)
+    for name, experiment in ATTACK_EXPERIMENTS.items():
+        assert experiment.name == name and set(experiment.settings) == set(SCALE_NAMES)
+        assert all(dataclasses.is_dataclass(settings) for settings in experiment.settings.values())
+        with pytest.raises(ValueError, match="unknown scale 'huge'"):
+            experiment.settings_at("huge")
 
 
 def test_paper_scale_is_the_papers_section_5_2_setting() -> None:
@@ -96,7 +100,7 @@ def test_transfer_matrix_matches_a_direct_attack(runs, smoke_models: Path) -> No
 
 @pytest.mark.parametrize("name", list(ATTACK_EXPERIMENTS))
 def test_each_experiment_judges_the_claims_its_module_declares(name: str, runs) -> None:
-    declared = importlib.import_module(ATTACK_EXPERIMENTS[name].function.__module__).CLAIMS
+    declared = ATTACK_EXPERIMENTS[name].claims
     records = runs[name]["claims"]
     assert [record["name"] for record in records] == list(declared)
     for record in records:

@@ -17,8 +17,9 @@ from hmcam.core.storage import current_umask
 from hmcam.core.validate import choose
 from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
 from hmcam.experiments.claims import FIELDS, VERDICTS
-from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.reproduce import ORDER, REPRODUCE_SCALES, run_reproduce
+from hmcam.experiments.registry import EXPERIMENTS
+from hmcam.experiments.registry import REPRODUCED as ORDER
+from hmcam.experiments.reproduce import REPRODUCE_SCALES, run_reproduce
 from hmcam.experiments.setup import ATTACK_SCALES
 from hmcam.experiments.zoo import ZOOS
 
@@ -48,15 +49,16 @@ def reproduced(smoke_models: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_scales_name_every_experiment_and_the_paper_scale_is_the_papers() -> None:
-    assert set(ORDER) == set(ATTACK_EXPERIMENTS) | {"at-efficiency"} and len(ORDER) == len(set(ORDER))
+    assert list(ORDER) == [name for name, entry in EXPERIMENTS.items() if entry.kind != "tour"]
     assert set(REPRODUCE_SCALES) == {"smoke", "small", "paper"}
-    assert REPRODUCE_SCALES["paper"].attack == ATTACK_SCALES["paper"]
+    assert REPRODUCE_SCALES["paper"].of("transfer") == ATTACK_SCALES["paper"]
     small = REPRODUCE_SCALES["small"]
     # One definition of small: each experiment's own; the attack experiments on three zoos, full training data.
-    assert small.attack == ATTACK_SCALES["small"] and small.training == TRAINING_SCALES["small"]
-    assert small.attack.zoo_seeds == (0, 1, 2) and small.attack.budget == 20
-    assert len(small.training.seeds) >= 5
-    assert all("train_limit" not in study.train for study in small.training.studies)
+    attack, training = small.of("transfer"), small.of("at-efficiency")
+    assert attack == ATTACK_SCALES["small"] and training == TRAINING_SCALES["small"]
+    assert attack.zoo_seeds == (0, 1, 2) and attack.budget == 20
+    assert len(training.seeds) >= 5
+    assert all("train_limit" not in study.train for study in training.studies)
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         choose("scale", "huge", REPRODUCE_SCALES)
 

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from hmcam.experiments.framework import Experiment
+if TYPE_CHECKING:  # the registry is read by `hmcam --help`, which should not load the experiments
+    from hmcam.experiments.framework import Experiment
 
 
 @dataclass(frozen=True)
 class Entry:
-    """An experiment: what of the paper it reproduces, its module, and whether ``hmcam reproduce`` runs it."""
+    """An experiment: what of the paper it reproduces, its module, its kind, and whether ``hmcam reproduce`` runs it.
+
+    ``kind`` says which scales and command-line options it takes: ``attack`` (an
+    :class:`~hmcam.experiments.setup.AttackScale` on the zoo), ``training`` (the training comparison's
+    scale) or ``tour`` (the demo).
+    """
 
     reproduces: str
     module: str
+    kind: Literal["attack", "training", "tour"] = "attack"
     reproduced: bool = True
 
     def load(self) -> Experiment[Any, Any, Any, Any]:
@@ -50,6 +57,7 @@ EXPERIMENTS: dict[str, Entry] = {
     "at-efficiency": Entry(
         "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost, with a budget sweep",
         "hmcam.experiments.at_efficiency",
+        kind="training",
     ),
     "few-sample": Entry(
         "Fig. 4: adversarial training data from d images (HMCAM: S samples each) against d S images",
@@ -66,6 +74,7 @@ EXPERIMENTS: dict[str, Entry] = {
     "demo": Entry(
         "A minute's tour: train a small model, calibrate eps, attack it with PGD and HMCAM",
         "hmcam.experiments.demo",
+        kind="tour",
         reproduced=False,
     ),
 }

@@ -1,8 +1,8 @@
 """``hmcam reproduce``: every experiment of the paper in order, into one folder, ending with one report.
 
-A reproduction scale (:data:`REPRODUCE_SCALES`) fixes the attack experiments' scale
-(:class:`~hmcam.experiments.setup.AttackScale`) and the training comparison's
-(:class:`~hmcam.experiments.at_efficiency.Scale`). :func:`run_reproduce` runs the experiments in
+A reproduction scale (:data:`REPRODUCE_SCALES`) names the scale every experiment of the registry
+(:data:`hmcam.experiments.registry.REPRODUCED`) runs at: each experiment's own scale of that name.
+:func:`run_reproduce` runs the experiments in
 the paper's order, each into ``RUN_DIR/NAME`` (the attack experiments share one trained zoo in
 ``RUN_DIR/models``), and records each finished one in ``RUN_DIR/progress.json``: a rerun skips
 those and continues the one a kill interrupted from its own caches. It ends by rendering the page of
@@ -27,32 +27,16 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hmcam.experiments.at_efficiency import SCALES as TRAINING_SCALES
-from hmcam.experiments.at_efficiency import Scale as TrainingScale
-from hmcam.experiments.at_efficiency import plan, run_efficiency
 from hmcam.experiments.calibration import calibrate
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import readjust
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.registry import ATTACK_EXPERIMENTS
-from hmcam.experiments.setup import ATTACK_SCALES, CLAIMS_TABLE, AttackScale
+from hmcam.experiments.framework import CLAIMS_TABLE, RunOptions
+from hmcam.experiments.registry import EXPERIMENTS, REPRODUCED
+from hmcam.experiments.setup import AttackScale
 from hmcam.experiments.zoo import ZOOS, zoo_folder
-from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, RunFolder
+from hmcam.experiments.zoo_experiment import run_at
+from hmcam.reporting.run_folder import REPORT_FILE, RESULTS_FILE, RunFolder, json_ready
 
-#: The experiments in the order of the paper's Section 5: attacks (5.2), then learning (5.3 to 5.6).
-ORDER = (
-    "transfer",
-    "ensemble",
-    "iterations",
-    "step-size",
-    "diversity",
-    "at-efficiency",
-    "few-sample",
-    "targeted",
-    "all-or-nothing",
-)
-#: What the training comparison reproduces (the attack experiments say it in their registry).
-AT_EFFICIENCY = "Tables 4, 5, 7 and Fig. 5: adversarial training methods at equal cost"
 #: The experiment re-run at the calibrated eps's neighbours in the grid, as a sensitivity check of its verdicts.
 SENSITIVITY = "transfer"
 #: The folder of those runs, and the table that sets their verdicts beside the main run's.
@@ -63,45 +47,37 @@ PROGRESS_FILE, LOG_FILE = "progress.json", "reproduce.log"
 
 @dataclass(frozen=True)
 class ReproduceScale:
-    """The size of a reproduction: the attack experiments' scale and the training comparison's."""
+    """A reproduction's size: the name of the scale every experiment runs at, and what that means."""
 
     name: str
     description: str
-    attack: AttackScale
-    training: TrainingScale
+
+    def of(self, experiment: str) -> Any:
+        """The scale of experiment ``experiment`` (a registry name) that this reproduction runs it at."""
+        return EXPERIMENTS[experiment].load().scale(self.name)
 
 
 #: ``smoke`` runs in minutes on 2 CPU cores (the tests use it); ``small`` is each experiment's own ``small``
 #: scale, sized for a 2-core CPU (``docs/results.md`` gives its measured time); ``paper`` is every experiment at
 #: the paper's settings.
 REPRODUCE_SCALES: dict[str, ReproduceScale] = {
-    "smoke": ReproduceScale(
-        "smoke", "every experiment at smoke scale: seconds each", ATTACK_SCALES["smoke"], TRAINING_SCALES["smoke"]
-    ),
+    "smoke": ReproduceScale("smoke", "every experiment at smoke scale: seconds each"),
     "small": ReproduceScale(
         "small",
         "every experiment at small scale on Fashion-MNIST, sized for 2 CPU cores within 100 minutes: the attack "
         "experiments on three zoos, the training comparison with five seeds per arm and a budget sweep",
-        ATTACK_SCALES["small"],
-        TRAINING_SCALES["small"],
     ),
-    "paper": ReproduceScale(
-        "paper",
-        "every experiment at the paper's settings: days on a GPU",
-        ATTACK_SCALES["paper"],
-        TRAINING_SCALES["paper"],
-    ),
+    "paper": ReproduceScale("paper", "every experiment at the paper's settings: days on a GPU"),
 }
 
 
 def configuration(scale: ReproduceScale) -> dict[str, Any]:
-    """What ``config.json`` records beside its kind: the scale, the experiments in order, both scales' settings."""
+    """What ``config.json`` records beside its kind: the scale, the experiments in order, each one's scale."""
     return {
         "scale": scale.name,
         "description": scale.description,
-        "experiments": list(ORDER),
-        "attack_scale": dataclasses.asdict(scale.attack),
-        "training_plan": plan(scale.training),
+        "experiments": list(REPRODUCED),
+        "scales": {name: json_ready(dataclasses.asdict(scale.of(name))) for name in REPRODUCED},
     }
 
 
@@ -122,19 +98,12 @@ def _finished(folder: RunFolder) -> dict[str, Any]:
     return finished
 
 
-def _run_one(name: str, scale: ReproduceScale, folder: Path, options: RunOptions) -> None:
-    # Each experiment writes its own folder; what the report needs is read back from there.
-    if name == "at-efficiency":
-        run_efficiency(scale.training, folder, device=options.device, data_root=options.data_root, progress=False)
-    else:
-        ATTACK_EXPERIMENTS[name].run(scale.attack, dataclasses.replace(options, out=folder, started=time.time()))
-
-
 def _sensitivity_runs(scale: ReproduceScale, top: RunFolder, options: RunOptions) -> dict[str, tuple[float, Path]]:
     """The sensitivity runs of :data:`SENSITIVITY`: key in ``progress.json`` -> (eps, folder); none without a grid."""
-    if not scale.attack.eps_grid:
+    attack = scale.of(SENSITIVITY)
+    if not attack.eps_grid:
         return {}
-    neighbours = calibrate(scale.attack, options).neighbours()
+    neighbours = calibrate(attack, options).neighbours()
     return {
         f"{SENSITIVITY_FOLDER}/{SENSITIVITY}-eps{eps:.4g}": (
             eps,
@@ -187,7 +156,9 @@ def run_reproduce(
     progress: bool = True,
     callback: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every experiment of ``scale`` in :data:`ORDER` into ``out`` (skipping finished ones), then the report.
+    """Run every experiment of ``scale`` (:data:`~hmcam.experiments.registry.REPRODUCED`) into ``out``, then the report.
+
+    Finished experiments are skipped.
 
     ``models_dir`` is where the attack experiments' zoo is trained or found (default ``out/models``);
     ``callback(name)`` is called after each experiment finishes. Returns ``{"out", "report",
@@ -199,11 +170,11 @@ def run_reproduce(
     finished = _finished(top)
     models = Path(models_dir) if models_dir is not None else top.path / "models"
     options = RunOptions(top.path, device, data_root, models, progress=False)
-    folders = {name: RunFolder(top.path / name, "experiment") for name in ORDER}
-    pending = [name for name in ORDER if name not in finished or not folders[name].file(REPORT_FILE).exists()]
+    folders = {name: RunFolder(top.path / name, "experiment") for name in REPRODUCED}
+    pending = [name for name in REPRODUCED if name not in finished or not folders[name].file(REPORT_FILE).exists()]
     bar = tqdm(
-        total=len(ORDER),
-        initial=len(ORDER) - len(pending),
+        total=len(REPRODUCED),
+        initial=len(REPRODUCED) - len(pending),
         desc=f"reproduce {scale.name}",
         unit="experiment",
         disable=not progress,
@@ -213,7 +184,10 @@ def run_reproduce(
             bar.set_postfix_str(name)
             _log(top, f"start {name}")
             begun = time.time()
-            _run_one(name, scale, folders[name].path, options)
+            # Each experiment writes its own folder; what the report needs is read back from there.
+            EXPERIMENTS[name].load().run(
+                scale.of(name), dataclasses.replace(options, out=folders[name].path, started=begun)
+            )
             seconds = time.time() - begun
             finished[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             top.write_json(PROGRESS_FILE, finished)
@@ -227,8 +201,8 @@ def run_reproduce(
             continue
         _log(top, f"start {key}")
         begun = time.time()
-        fixed = dataclasses.replace(scale.attack, eps=eps, eps_grid=(), calibration_images=0, calibration=None)
-        ATTACK_EXPERIMENTS[SENSITIVITY].run_at(fixed, dataclasses.replace(options, out=path, started=begun))
+        fixed = dataclasses.replace(scale.of(SENSITIVITY), eps=eps, eps_grid=(), calibration_images=0, calibration=None)
+        run_at(EXPERIMENTS[SENSITIVITY].load(), fixed, dataclasses.replace(options, out=path, started=begun))
         finished[key] = {"seconds": round(time.time() - begun, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         top.write_json(PROGRESS_FILE, finished)
         _log(top, f"done {key} in {time.time() - begun:.0f} s")
@@ -238,16 +212,20 @@ def run_reproduce(
     claims = []
     for name, folder in folders.items():
         results = json.loads(folder.file(RESULTS_FILE).read_text())
-        reproduces = AT_EFFICIENCY if name == "at-efficiency" else ATTACK_EXPERIMENTS[name].reproduces
         experiments.append(
-            {"experiment": name, "reproduces": reproduces, "folder": name, "seconds": finished[name]["seconds"]}
+            {
+                "experiment": name,
+                "reproduces": EXPERIMENTS[name].reproduces,
+                "folder": name,
+                "seconds": finished[name]["seconds"],
+            }
         )
         claims += [{**claim, "experiment": name} for claim in results.get("claims", [])]
     # One Holm family for the whole reproduction: every claim of every experiment.
     claims = readjust(claims)
     total = sum(entry["seconds"] for entry in experiments)
     total += sum(finished[key]["seconds"] for key in sensitivity)
-    zoo = zoo_training(scale.attack, models)
+    zoo = zoo_training(scale.of(SENSITIVITY), models)
     top.write_table(claims, CLAIM_FIELDS)
     top.write_table(claims, CLAIM_FIELDS, CLAIMS_TABLE)
     rows = []
