@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hmcam.experiments.claims import ALPHA, FIELDS, VERDICTS, Claim, holm, judge, paired_interval, readjust
+from hmcam.experiments.claims import FIELDS, VERDICTS, Claim, holm, judge, readjust
+from hmcam.experiments.inference import ALPHA, paired_interval
 
 
 def claim(name: str, direction: str = "greater", margin: float = 0.0, unit: str = "images") -> Claim:

@@ -7,8 +7,9 @@ the run the experiment hands in :class:`Evidence` for it: per-unit paired differ
 averaged over the seeds and pairs the statistic names) or two independent samples (one value per
 training seed), or the reason the claim is untestable. :func:`judge` then
 
-- estimates the statistic with a 95% BCa bootstrap interval (:func:`scipy.stats.bootstrap`);
-- tests it: a sign-flip permutation test for paired units, Welch's t-test for independent seeds;
+- estimates the statistic with a 95% BCa bootstrap interval and tests it: a sign-flip permutation
+  test for paired units, Welch's t-test for independent seeds, a two-stage bootstrap for units of
+  several zoos (:mod:`hmcam.experiments.inference`);
 - adjusts the p-values of every testable claim of the run with Holm's method;
 - gives one of :data:`VERDICTS`: ``supported`` (the adjusted test is significant in the paper's
   direction), ``contradicted`` (significant in the opposite direction), ``inconclusive`` (neither; the
@@ -23,26 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+
+from hmcam.experiments.inference import ALPHA, TestResult, as_array, paired_interval, test  # noqa: F401 (TEMP)
 
 #: The verdicts a claim can get.
 VERDICTS = ("supported", "contradicted", "inconclusive", "untestable")
 #: Directions a claim can take; the last two need a margin.
 DIRECTIONS = ("greater", "less", "noninferior", "equivalent")
-#: The level of each one-sided test (both sides together: a 95% two-sided test).
-ALPHA = 0.025
-#: The power at which the minimum detectable effect is given.
-POWER = 0.8
-#: Bootstrap and permutation resamples.
-RESAMPLES = 4999
-#: Resamples computed at once (bounds the memory on many units).
-BATCH = 250
 #: The fields of a claim record, in the order of ``claims.csv``.
 FIELDS = (
     "experiment",
@@ -104,7 +97,7 @@ class Claim:
         then resampled in two stages, clusters and units within them (:func:`judge`).
         """
         labels = None if groups is None else np.asarray(groups).reshape(-1)
-        return Evidence(self, _array(values), _array(versus), ours, untestable, labels)
+        return Evidence(self, as_array(values), as_array(versus), ours, untestable, labels)
 
 
 @dataclass(frozen=True)
@@ -147,218 +140,6 @@ class Evidence:
         return int(self.first.size if self.second is None else min(self.first.size, self.second.size))
 
 
-def _array(values: Any) -> np.ndarray | None:
-    if values is None:
-        return None
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
-    if not np.isfinite(array).all():
-        raise ValueError("claim evidence must be finite numbers")
-    return array
-
-
-@dataclass(frozen=True)
-class _Test:
-    estimate: float
-    low: float
-    high: float
-    p_support: float
-    p_oppose: float
-    mde: float | None
-
-
-def _interval(samples: tuple[np.ndarray, ...], statistic: Any, seed: int) -> tuple[float, float]:
-    """95% BCa interval; percentile where BCa is degenerate; the point itself for constant data."""
-    if all(np.ptp(sample) == 0 for sample in samples):
-        value = float(statistic(*samples))
-        return value, value
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = stats.bootstrap(
-                samples,
-                statistic,
-                n_resamples=RESAMPLES,
-                confidence_level=1 - 2 * ALPHA,
-                method=method,
-                rng=np.random.default_rng(seed),
-                vectorized=True,
-                batch=BATCH,
-            )
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-        if math.isfinite(low) and math.isfinite(high):
-            return low, high
-    raise RuntimeError("the bootstrap gave no finite interval")  # unreachable for non-constant finite data
-
-
-def _mean(sample: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.asarray(np.mean(sample, axis=axis))
-
-
-def _mean_difference(first: np.ndarray, second: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.asarray(np.mean(first, axis=axis) - np.mean(second, axis=axis))
-
-
-def _paired_p(shifted: np.ndarray, seed: int) -> tuple[float, float]:
-    """Sign-flip permutation p-values of mean(shifted) > 0 and < 0 (one null distribution for both)."""
-    if np.all(shifted == 0):
-        return 1.0, 1.0
-    result = stats.permutation_test(
-        (shifted,),
-        _mean,
-        permutation_type="samples",
-        alternative="greater",
-        n_resamples=RESAMPLES,
-        rng=np.random.default_rng(seed),
-        vectorized=True,
-        batch=BATCH,
-    )
-    null, observed = result.null_distribution, float(result.statistic)
-    # scipy's tolerance for ties of the statistic with the null distribution, and its +1 (exact when enumerated).
-    tolerance = 1e-14 * max(1.0, abs(observed))
-    exact = null.size < RESAMPLES
-    extra = 0 if exact else 1
-    greater = (np.count_nonzero(null >= observed - tolerance) + extra) / (null.size + extra)
-    less = (np.count_nonzero(null <= observed + tolerance) + extra) / (null.size + extra)
-    return float(greater), float(less)
-
-
-def _welch_p(first: np.ndarray, second: np.ndarray, shift: float) -> tuple[float, float]:
-    """Welch's t-test p-values of mean(first) - mean(second) > shift and < shift."""
-    if np.ptp(first) == 0 and np.ptp(second) == 0:
-        difference = float(first.mean() - second.mean()) - shift
-        return (0.0, 1.0) if difference > 0 else (1.0, 0.0) if difference < 0 else (1.0, 1.0)
-    ps = [
-        float(stats.ttest_ind(first - shift, second, equal_var=False, alternative=alternative).pvalue)
-        for alternative in ("greater", "less")
-    ]
-    return ps[0], ps[1]
-
-
-def _critical(level: float, df: float | None) -> float:
-    return float(stats.norm.ppf(level) if df is None else stats.t.ppf(level, df))
-
-
-def _mde(evidence: Evidence, alpha: float) -> float | None:
-    """The smallest true effect the test would find with :data:`POWER` at level ``alpha`` (statistic's unit).
-
-    None when the units show no spread (every difference equal): the run then gives no variance to size it by.
-    """
-    first, second = evidence.first, evidence.second
-    assert first is not None
-    if second is None:
-        n = first.size
-        error = float(np.std(first, ddof=1)) / math.sqrt(n) if n > 1 else math.inf
-        df: float | None = None if n > 30 else max(n - 1, 1)
-    else:
-        va, vb = np.var(first, ddof=1) / first.size, np.var(second, ddof=1) / second.size
-        error = math.sqrt(va + vb)
-        # The Welch-Satterthwaite degrees of freedom; few seeds make the detectable effect large.
-        denominator = va**2 / (first.size - 1) + vb**2 / (second.size - 1)
-        df = float((va + vb) ** 2 / denominator) if denominator > 0 else None
-    if not error > 0 or not math.isfinite(error):
-        return None
-    return (_critical(1 - alpha, df) + _critical(POWER, df)) * error
-
-
-def _two_stage(values: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """:data:`RESAMPLES` two-stage bootstrap estimates: clusters drawn with replacement, then units within each.
-
-    The estimate is the mean of the cluster means, so each zoo weighs the same whatever its count of units.
-    """
-    rng = np.random.default_rng(seed)
-    members = [values[groups == label] for label in np.unique(groups)]
-    count = len(members)
-    estimates = np.empty(RESAMPLES)
-    for start in range(0, RESAMPLES, BATCH):
-        size = min(BATCH, RESAMPLES - start)
-        chosen = rng.integers(count, size=(size, count))
-        means = np.zeros((size, count))
-        for label, member in enumerate(members):
-            slots = chosen == label
-            drawn = int(slots.sum())
-            if drawn:
-                # Each slot that drew this cluster resamples its units anew.
-                means[slots] = member[rng.integers(member.size, size=(drawn, member.size))].mean(axis=1)
-        estimates[start : start + size] = means.mean(axis=1)
-    return estimates
-
-
-def _clustered_test(evidence: Evidence, seed: int, alpha: float) -> _Test:
-    """The two-stage bootstrap's estimate, percentile interval, p-values and mde for clustered paired units.
-
-    A one-sided p is the share of bootstrap estimates on the wrong side of the tested value (+1 in
-    both counts), the test that inverts the percentile interval; the mde uses the bootstrap's spread.
-    """
-    claim, first, groups = evidence.claim, evidence.first, evidence.groups
-    assert first is not None and groups is not None
-    estimate = float(np.mean([first[groups == label].mean() for label in np.unique(groups)]))
-    boot = _two_stage(first, groups, seed)
-    low, high = (float(q) for q in np.quantile(boot, [ALPHA, 1 - ALPHA]))
-
-    def p_values(shift: float) -> tuple[float, float]:
-        greater = (np.count_nonzero(boot <= shift) + 1) / (boot.size + 1)
-        less = (np.count_nonzero(boot >= shift) + 1) / (boot.size + 1)
-        return float(greater), float(less)
-
-    p_support, p_oppose = _directed(claim, p_values)
-    error = float(np.std(boot, ddof=1))
-    mde = (_critical(1 - alpha, None) + _critical(POWER, None)) * error if error > 0 else None
-    return _Test(estimate, low, high, p_support, p_oppose, mde)
-
-
-def _directed(claim: Claim, p_values: Any) -> tuple[float, float]:
-    """The p-values for and against ``claim`` from ``p_values(shift)`` = (p of > shift, p of < shift)."""
-    margin = claim.margin
-    if claim.direction == "greater":
-        p_support, p_oppose = p_values(0.0)
-    elif claim.direction == "less":
-        p_oppose, p_support = p_values(0.0)
-    elif claim.direction == "noninferior":
-        # Supported above -margin; contradicted when significantly below it.
-        p_support, p_oppose = p_values(-margin)
-    else:
-        above_low, below_low = p_values(-margin)
-        above_high, below_high = p_values(margin)
-        # Two one-sided tests for the claim; outside the margin on either side against it.
-        p_support = max(above_low, below_high)
-        p_oppose = min(1.0, 2 * min(below_low, above_high))
-    return float(p_support), float(p_oppose)
-
-
-def _test(evidence: Evidence, seed: int, alpha: float) -> _Test:
-    """Estimate, interval and the one-sided p-values for and against the claim."""
-    if evidence.clusters > 1:
-        return _clustered_test(evidence, seed, alpha)
-    first, second = evidence.first, evidence.second
-    assert first is not None
-    if second is None:
-        estimate = float(first.mean())
-        low, high = _interval((first,), _mean, seed)
-    else:
-        estimate = float(first.mean() - second.mean())
-        low, high = _interval((first, second), _mean_difference, seed)
-
-    def p_values(shift: float) -> tuple[float, float]:
-        if second is None:
-            return _paired_p(first - shift, seed)
-        return _welch_p(first, second, shift)
-
-    p_support, p_oppose = _directed(evidence.claim, p_values)
-    return _Test(estimate, low, high, p_support, p_oppose, _mde(evidence, alpha))
-
-
-def paired_interval(differences: Any, *, seed: int = 0) -> dict[str, float]:
-    """Mean of per-unit paired ``differences`` with its 95% BCa interval: ``estimate``, ``ci_low``, ``ci_high``.
-
-    For the tables of every pair's difference beside a claim (the claim itself is tested by :func:`judge`).
-    """
-    values = _array(differences)
-    if values is None or values.size == 0:
-        raise ValueError("an interval needs at least one difference")
-    low, high = _interval((values,), _mean, seed)
-    return {"estimate": round(float(values.mean()), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
-
-
 def _too_few(item: Evidence) -> Evidence:
     """``item``, untestable when its paired units are too few for a sign-flip test to reach :data:`ALPHA`."""
     if item.untestable or item.second is not None or 0.5**item.n <= ALPHA:
@@ -387,13 +168,19 @@ def judge(evidence: Sequence[Evidence], *, seed: int = 0) -> list[dict[str, Any]
     # The minimum detectable effect at the strictest Holm level (alpha / claims): what this run can see.
     alpha = ALPHA / max(len(testable), 1)
     tests = {item.claim.name: _test(item, seed, alpha) for item in testable}
-    supported = dict(zip(tests, holm([test.p_support for test in tests.values()]), strict=True))
-    opposed = dict(zip(tests, holm([test.p_oppose for test in tests.values()]), strict=True))
+    supported = dict(zip(tests, holm([result.p_support for result in tests.values()]), strict=True))
+    opposed = dict(zip(tests, holm([result.p_oppose for result in tests.values()]), strict=True))
     return [_record(item, tests.get(item.claim.name), supported, opposed) for item in evidence]
 
 
+def _test(item: Evidence, seed: int, alpha: float) -> TestResult:
+    assert item.first is not None
+    direction = (item.claim.direction, item.claim.margin)
+    return test(item.first, item.second, item.groups, direction, seed=seed, alpha=alpha)
+
+
 def _record(
-    item: Evidence, test: _Test | None, supported: Mapping[str, float], opposed: Mapping[str, float]
+    item: Evidence, result: TestResult | None, supported: Mapping[str, float], opposed: Mapping[str, float]
 ) -> dict[str, Any]:
     claim = item.claim
     record: dict[str, Any] = {
@@ -408,7 +195,7 @@ def _record(
         "margin": claim.margin,
         "ours": item.ours,
     }
-    if test is None:
+    if result is None:
         return {
             **record,
             **dict.fromkeys(("estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "p_opposite", "mde")),
@@ -416,17 +203,17 @@ def _record(
             "reason": item.untestable,
         }
     p_adjusted, p_opposite = supported[claim.name], opposed[claim.name]
-    verdict, reason = _verdict(p_adjusted, p_opposite, test.mde, "")
+    verdict, reason = _verdict(p_adjusted, p_opposite, result.mde, "")
     return {
         **record,
-        "estimate": round(test.estimate, 4),
-        "ci_low": round(test.low, 4),
-        "ci_high": round(test.high, 4),
-        "p_value": _round_p(test.p_support),
+        "estimate": round(result.estimate, 4),
+        "ci_low": round(result.low, 4),
+        "ci_high": round(result.high, 4),
+        "p_value": _round_p(result.p_support),
         "p_adjusted": _round_p(p_adjusted),
         # Raw, like p_value: readjust() adjusts both again over a larger family.
-        "p_opposite": _round_p(test.p_oppose),
-        "mde": None if test.mde is None else round(test.mde, 4),
+        "p_opposite": _round_p(result.p_oppose),
+        "mde": None if result.mde is None else round(result.mde, 4),
         "verdict": verdict,
         "reason": reason,
     }
