@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from hmcam.cli.common import add_device_option, check_output_folder
-from hmcam.cli.experiment import SCALES
 from hmcam.core.validate import choose
+from hmcam.experiments.registry import SCALE_NAMES
 
 REPRODUCE_HELP = (
     "Run every experiment of the paper in order (Tables 2-5, 7-9 and Figs. 1-5) into one folder, then render "
@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--scale",
         default="smoke",
-        choices=SCALES,
+        choices=SCALE_NAMES,
         help="smoke: under a minute; small: this 2-core CPU (the README gives the time); paper: days on a GPU",
     )
     parser.add_argument("--out", required=True, help="run folder (a rerun continues what it holds)")

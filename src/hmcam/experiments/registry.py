@@ -72,7 +72,7 @@ EXPERIMENTS: dict[str, Entry] = {
         "hmcam.experiments.all_or_nothing",
     ),
     "demo": Entry(
-        "A minute's tour: train a small model, calibrate eps, attack it with PGD and HMCAM",
+        "The tour: two models trained, eps calibrated, five attacks white- and black-box, HMCAM's chains diagnosed",
         "hmcam.experiments.demo",
         kind="tour",
         reproduced=False,
