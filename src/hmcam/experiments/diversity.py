@@ -9,6 +9,9 @@ docs/experiments.md, "Diversity of adversarial examples (Fig. 1)". The claims ar
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
@@ -18,7 +21,6 @@ from typing_extensions import override
 from hmcam.attacks import HMCAM, MIFGSM, PGD
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.loop import StepRule
-from hmcam.core.validate import choose
 from hmcam.evaluation import predict
 from hmcam.evaluation.sampling import (
     ChainDiagnostics,
@@ -28,18 +30,35 @@ from hmcam.evaluation.sampling import (
     label_entropy,
     mean_pairwise_distance,
 )
-from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.setup import AttackScale, bench, claim_table, finish_experiment
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.setup import AttackScale, Bench
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_embedding
 from hmcam.reporting.tables import markdown_table
 
-#: Per scale: images, chains C and transitions S of HMCAM (K = C S samples per image and generator). S >= 8 gives
-#: split chains of 4 draws at least; shorter ones leave ESS at its upper bound, C S log10(C S).
-SIZES = {"smoke": (3, 2, 4), "small": (20, 5, 10), "paper": (20, 50, 10)}
 #: The random initial momentum of the refreshed chains, in units of the mean |gradient|.
 REFRESH = 1.0
-GENERATORS = ("HMCAM", "HMCAM + refresh", "PGD restarts", "MI-FGSM iterates")
+#: The generators of many examples of one image, and the cache file stem of each.
+GENERATOR_KEYS = {
+    "HMCAM": "hmcam",
+    "HMCAM + refresh": "hmcam-refresh",
+    "PGD restarts": "pgd-restarts",
+    "MI-FGSM iterates": "mifgsm-iterates",
+}
+#: The generators, in the table's order.
+GENERATORS = tuple(GENERATOR_KEYS)
+#: The per-image measures of a generator's samples, in the order of the table (black-box only with other models).
+MEASURES = (
+    "distinct_labels",
+    "label_entropy_bits",
+    "mean_pairwise_l2",
+    "distinct_samples",
+    "white_box_success",
+    "black_box_success",
+)
+#: HMCAM's chain diagnostics in the table (:meth:`~hmcam.evaluation.sampling.ChainDiagnostics.summary`).
+DIAGNOSTICS = ("acceptance_rate", "loss_ess_median", "loss_rhat_median")
 #: Per-image measures of one generator's samples, by name ([B] each).
 Measures: TypeAlias = dict[str, Tensor]
 #: The t-SNE map.
@@ -117,26 +136,30 @@ class _RecordedMIFGSM(MIFGSM):
 
 
 def generate(
-    model: nn.Module, scale: AttackScale, chains: int, transitions: int, images: Tensor, labels: Tensor
-) -> tuple[dict[str, Tensor], dict[str, ChainDiagnostics]]:
-    """Per generator, the samples ``[K, B, ...]`` of every image; for the HMCAM chains their diagnostics."""
-    steps = scale.budget // scale.samples
+    name: str, model: nn.Module, scale: AttackScale, chains: int, transitions: int, images: Tensor, labels: Tensor
+) -> tuple[Tensor, ChainDiagnostics | None]:
+    """The generator ``name``'s samples ``[K, B, ...]`` of every image; for the HMCAM chains, their diagnostics.
+
+    ``name`` is one of :data:`GENERATORS`; a ValueError names another.
+    """
     count = chains * transitions
-    samples, diagnostics = {}, {}
-    for name, refresh in (("HMCAM", 0.0), ("HMCAM + refresh", REFRESH)):
+    if name in ("HMCAM", "HMCAM + refresh"):
+        refresh = REFRESH if name == "HMCAM + refresh" else 0.0
+        steps = scale.budget // scale.samples
         attack = HMCAM(
             model, scale.eps, steps=steps, samples=transitions, chains=chains, momentum_refresh=refresh, seed=0
         )
         result = attack.sample(images, labels)
-        samples[name] = result.samples.transpose(0, 1).flatten(0, 1)  # [C, S, B, ...] chain after chain
-        diagnostics[name] = diagnose(result)
-    tiled = images.repeat(count, *([1] * (images.dim() - 1)))
-    restarts = PGD(model, scale.eps, steps=scale.budget, seed=0)(tiled, labels.repeat(count))
-    samples["PGD restarts"] = restarts.reshape(count, *images.shape)
+        return result.samples.transpose(0, 1).flatten(0, 1), diagnose(result)  # [C, S, B, ...] chain after chain
+    if name == "PGD restarts":
+        tiled = images.repeat(count, *([1] * (images.dim() - 1)))
+        restarts = PGD(model, scale.eps, steps=scale.budget, seed=0)(tiled, labels.repeat(count))
+        return restarts.reshape(count, *images.shape), None
+    if name != "MI-FGSM iterates":
+        raise ValueError(f"unknown generator {name!r}; expected one of {GENERATORS}")
     recorded = _RecordedMIFGSM(model, scale.eps, steps=count)
     recorded(images, labels)
-    samples["MI-FGSM iterates"] = torch.stack(recorded.iterates)
-    return samples, diagnostics
+    return torch.stack(recorded.iterates), None
 
 
 def _embedding(points: Tensor) -> Tensor:
@@ -190,47 +213,111 @@ def claim_evidence(measures: dict[str, Measures]) -> list[Evidence]:
     return evidence
 
 
-def run_diversity(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Fig. 1 at ``scale`` into ``out``: diversity, strength and diagnostics per generator, t-SNE, report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    count, chains, transitions = choose("scale", scale.name, SIZES)
+@dataclass(frozen=True)
+class Settings:
+    """Fig. 1 at one scale: ``images`` attacked images, HMCAM's ``chains`` C and ``transitions`` S.
+
+    Every generator gives K = C S samples per image. S >= 8 gives split chains of 4 draws at least; shorter ones
+    leave ESS at its upper bound, C S log10(C S).
+    """
+
+    images: int
+    chains: int
+    transitions: int
+
+
+#: The settings per scale.
+SETTINGS = {
+    "smoke": Settings(images=3, chains=2, transitions=4),
+    "small": Settings(images=20, chains=5, transitions=10),
+    "paper": Settings(images=20, chains=50, transitions=10),
+}
+#: A job: one generator (:data:`GENERATORS`), its samples of every image.
+Job: TypeAlias = str
+
+
+def _attacked(context: Context[AttackScale, Settings, Bench]) -> tuple[str, list[str], Tensor, Tensor]:
+    """The source model, the other natural models, and the first correctly classified images with their labels."""
+    setup = context.bench
     source = setup.sources[0]
     others = [label for label in setup.sources if label != source]
-    chosen = setup.correct[source].nonzero().squeeze(1)[:count].to(setup.images.device)
-    images, labels = setup.images[chosen], setup.labels[chosen]
-    samples, diagnostics = generate(setup.models[source], scale, chains, transitions, images, labels)
-    measures = {name: per_image(setup.models, source, others, samples[name], labels) for name in GENERATORS}
-    rows = []
-    for name in GENERATORS:
-        row: dict[str, Any] = {"generator": name, "samples": samples[name].shape[0]}
-        row |= {key: float(values.mean()) for key, values in measures[name].items()}
-        row.setdefault("black_box_success", None)
-        if name in diagnostics:
-            summary = diagnostics[name].summary()
-            row |= {key: summary[key] for key in ("acceptance_rate", "loss_ess_median", "loss_rhat_median")}
-        rows.append({key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()})
-    first = torch.cat([images[:1].flatten(1).cpu()] + [samples[name][:, 0].flatten(1).cpu() for name in GENERATORS])
-    groups = ["clean"] + [name for name in GENERATORS for _ in range(samples[name].shape[0])]
-    save_embedding(folder.file(FIGURE), _embedding(first), groups, f"t-SNE of one image's samples ({source})")
-    judged = claim_evidence(measures)
-    claims = judge(judged)
+    chosen = setup.correct[source].nonzero().squeeze(1)[: context.settings.images].to(setup.images.device)
+    return source, others, setup.images[chosen], setup.labels[chosen]
+
+
+def compute_generator(name: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """One generator's per-image measures, its samples of the first image (``first``: [K, D]) and its diagnostics.
+
+    The diagnostics (HMCAM's chains only) are ``diagnostic.KEY`` scalars, NaN where the summary has none.
+    """
+    scale, setup, settings = context.scale, context.bench, context.settings
+    source, others, images, labels = _attacked(context)
+    samples, diagnostics = generate(
+        name, setup.models[source], scale, settings.chains, settings.transitions, images, labels
+    )
+    outcome = per_image(setup.models, source, others, samples, labels)
+    outcome["first"] = samples[:, 0].flatten(1).cpu()
+    if diagnostics is not None:
+        summary = diagnostics.summary()
+        for key in DIAGNOSTICS:
+            value = summary[key]
+            outcome[f"diagnostic.{key}"] = torch.tensor(math.nan if value is None else value, dtype=torch.float64)
+    return outcome
+
+
+def generator_row(name: str, outcome: Mapping[str, Tensor]) -> dict[str, Any]:
+    """A generator's row: its sample count, the means over images of its measures, its chains' diagnostics."""
+    row: dict[str, Any] = {"generator": name, "samples": outcome["first"].shape[0]}
+    row |= {key: float(outcome[key].mean()) for key in MEASURES if key in outcome}
+    row.setdefault("black_box_success", None)
+    for key in DIAGNOSTICS:
+        if f"diagnostic.{key}" in outcome:
+            value = float(outcome[f"diagnostic.{key}"])
+            row[key] = None if math.isnan(value) else value
+    return {key: round(value, 4) if isinstance(value, float) else value for key, value in row.items()}
+
+
+def summarize_diversity(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Diversity, strength and diagnostics per generator, the t-SNE map of one image and the claims' evidence."""
+    scale, settings = context.scale, context.settings
+    source, others, images, _ = _attacked(context)
+    measures = {name: {key: outcomes[name][key] for key in MEASURES if key in outcomes[name]} for name in GENERATORS}
+    rows = [generator_row(name, outcomes[name]) for name in GENERATORS]
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    report = "\n".join(
+    points = torch.cat([images[:1].flatten(1).cpu()] + [outcomes[name]["first"] for name in GENERATORS])
+    groups = ["clean"] + [name for name in GENERATORS for _ in range(outcomes[name]["first"].shape[0])]
+    count = settings.chains * settings.transitions
+    text = "\n".join(
         [
             "## Diversity (Fig. 1)",
             "",
-            f"{scale.dataset}, source {source}, L-inf eps {scale.eps:.4g}, {count} correctly classified test images, "
-            f"{chains * transitions} samples per image and generator (HMCAM: {chains} chains x {transitions} "
-            f"transitions of {scale.budget // scale.samples} steps; PGD: N = {scale.budget}); black-box success on "
-            f"{', '.join(others) or 'no other model'}. Values are means over images; the claims are judged per "
-            "image (each image's samples give one value). Loss ESS and R-hat are descriptive.",
+            f"{scale.dataset}, source {source}, L-inf eps {scale.eps:.4g}, {settings.images} correctly classified "
+            f"test images, {count} samples per image and generator (HMCAM: {settings.chains} chains x "
+            f"{settings.transitions} transitions of {scale.budget // scale.samples} steps; PGD: N = {scale.budget}); "
+            f"black-box success on {', '.join(others) or 'no other model'}. Values are means over images; the claims "
+            "are judged per image (each image's samples give one value). Loss ESS and R-hat are descriptive.",
             "",
             markdown_table(rows, columns),
-            claim_table(claims),
-            f"![diversity]({FIGURE})",
-            "",
         ]
     )
-    results = {"source": source, "rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "diversity", scale, results, (rows, columns), report, judged)
+    title = f"t-SNE of one image's samples ({source})"
+    return Summary(
+        rows=rows,
+        columns=columns,
+        text=text,
+        evidence=claim_evidence(measures),
+        figures={FIGURE: lambda path: save_embedding(path, _embedding(points), groups, title)},
+        results={"source": source},
+    )
+
+
+#: Fig. 1 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="diversity",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=lambda context: list(GENERATORS),
+    key=lambda name: GENERATOR_KEYS[name],
+    compute=compute_generator,
+    summarize=summarize_diversity,
+)

@@ -13,6 +13,8 @@ nearly all of them. The claims are judged per image (:mod:`hmcam.experiments.cla
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
@@ -23,20 +25,11 @@ from hmcam.attacks import AIFGSM
 from hmcam.attacks.aifgsm import AccumulatedMomentum
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.loop import StepRule
-from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
 from hmcam.experiments.iterations import box_pairs, per_image_evidence
-from hmcam.experiments.setup import (
-    ATTACK_LABELS,
-    AttackScale,
-    Bench,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
-    hits_on_targets,
-    jobs,
-)
+from hmcam.experiments.setup import ATTACK_LABELS, AttackScale, Bench, hits_on_targets
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_curve_panels
 from hmcam.reporting.tables import markdown_table
 
@@ -133,18 +126,20 @@ def capped_share(capped: dict[float, list[float]]) -> tuple[float, float]:
     return statistics.fmean(capped[least]), capped[least][0]
 
 
-def claim_evidence(setup: Bench, hits: Hits, capped: dict[float, list[float]]) -> list[Evidence]:
-    """Evidence: HMCAM minus M-PGD pooled over alpha (white, black); HMCAM's largest minus smallest alpha."""
+def claim_evidence(
+    setup: Bench, hits: Hits, capped: dict[float, list[float]], factors: Sequence[float]
+) -> list[Evidence]:
+    """Evidence: HMCAM minus M-PGD pooled over the alphas ``factors`` (white, black); HMCAM's largest minus smallest."""
     evidence = []
     for kind in ("white", "black"):
         pairs = [
             (hits[(source, "hmcam", factor)][:, j], hits[(source, "mpgd", factor)][:, j], setup.correct[target])
-            for factor in ALPHA_FACTORS
+            for factor in factors
             for source, j, target in box_pairs(setup, kind)
         ]
-        ours = f"(HMCAM minus M-PGD, mean over the {len(ALPHA_FACTORS)} alphas, {kind}-box pairs and seeds)"
+        ours = f"(HMCAM minus M-PGD, mean over the {len(factors)} alphas, {kind}-box pairs and seeds)"
         evidence.append(per_image_evidence(CLAIMS[f"hmcam-above-mpgd-{kind}"], pairs, ours))
-    small, large = min(ALPHA_FACTORS), max(ALPHA_FACTORS)
+    small, large = min(factors), max(factors)
     pairs = [
         (hits[(source, "hmcam", large)][:, j], hits[(source, "hmcam", small)][:, j], setup.correct[target])
         for source, j, target in box_pairs(setup, "white")
@@ -166,42 +161,64 @@ def claim_evidence(setup: Bench, hits: Hits, capped: dict[float, list[float]]) -
     return [*evidence, flat]
 
 
-def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Fig. 3 at ``scale`` into ``out``: success against alpha, the capped fractions, curves and report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
+@dataclass(frozen=True)
+class Settings:
+    """Fig. 3 at one scale: the step sizes alpha, in units of eps (Section 5.4.2: the same at every scale)."""
 
-    def settings(attack: str, factor: float, seed: int) -> Any:
-        if attack == "hmcam":
-            options = (("alpha_scale", "batch"),)
-            return scale.settings(
-                attack, seed, steps=scale.budget, samples=1, alpha=factor * scale.eps, options=options
-            )
-        return scale.settings(attack, seed, alpha=factor * scale.eps)
+    alpha_factors: tuple[float, ...] = ALPHA_FACTORS
 
-    hits: Hits = {}
-    runs = [
-        (source, attack, factor) for source in setup.sources for attack in ("mpgd", "hmcam") for factor in ALPHA_FACTORS
-    ]
-    for source, attack, factor in jobs(runs, "step-size", options.progress):
 
-        def compute(source: str = source, attack: str = attack, factor: float = factor) -> dict[str, Tensor]:
-            chosen = [settings(attack, factor, seed) for seed in scale.seeds]
-            found = hits_on_targets(
-                setup.models, source, chosen, setup.targets, setup.images, setup.labels, scale.batch_size
-            )
-            return {"hits": found}
+#: The settings per scale.
+SETTINGS = {"smoke": Settings(), "small": Settings(), "paper": Settings()}
+#: A job: the source model, what it runs (``mpgd``, ``hmcam``: hits on every target; ``capped``: HMCAM's capped
+#: fractions per step) and alpha in units of eps.
+Job: TypeAlias = tuple[str, str, float]
+#: The attacks whose success is compared.
+ATTACKS = ("mpgd", "hmcam")
 
-        hits[(source, attack, factor)] = folder.cached(cache_file(f"{source}-{attack}-{factor:g}"), compute)[
-            "hits"
-        ].bool()
+
+def step_size_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """M-PGD and HMCAM at every alpha from every source, then HMCAM's capped fractions on the first source."""
+    sources, factors = context.bench.sources, context.settings.alpha_factors
+    runs = [(source, attack, factor) for source in sources for attack in ATTACKS for factor in factors]
+    return runs + [(sources[0], "capped", factor) for factor in factors]
+
+
+def job_key(job: Job) -> str:
+    """The cache file stem of a job: ``SOURCE-ATTACK-ALPHA``."""
+    source, attack, factor = job
+    return f"{source}-{attack}-{factor:g}"
+
+
+def compute_job(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Any]:
+    """An attack's hits per seed (``hits``: [seeds, targets, images]), or HMCAM's capped fractions per step.
+
+    A ``capped`` job's outcome is the mean fraction of coordinates capped at eps at each step (``capped``).
+    """
+    source, attack, factor = job
+    scale, setup, alpha = context.scale, context.bench, factor * context.scale.eps
+    if attack == "capped":
+        return {"capped": capped_fractions(setup.models[source], scale, alpha, setup.images, setup.labels)}
+    if attack == "hmcam":
+        batch = (("alpha_scale", "batch"),)
+        chosen = [
+            scale.settings(attack, seed, steps=scale.budget, samples=1, alpha=alpha, options=batch)
+            for seed in scale.seeds
+        ]
+    else:
+        chosen = [scale.settings(attack, seed, alpha=alpha) for seed in scale.seeds]
+    found = hits_on_targets(setup.models, source, chosen, setup.targets, setup.images, setup.labels, scale.batch_size)
+    return {"hits": found}
+
+
+def summarize_step_size(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Success against alpha, white- and black-box, with HMCAM's capped fractions, the curves and the evidence."""
+    scale, setup, factors = context.scale, context.bench, context.settings.alpha_factors
+    hits: Hits = {job: outcome["hits"].bool() for job, outcome in outcomes.items() if job[1] != "capped"}
+    capped = {job[2]: list(outcome["capped"]) for job, outcome in outcomes.items() if job[1] == "capped"}
     rates = {
         key: torch.stack([found[:, j, setup.correct[t]].float().mean() for j, t in enumerate(setup.targets)])
         for key, found in hits.items()
-    }
-    capped = {
-        factor: capped_fractions(setup.models[setup.sources[0]], scale, factor * scale.eps, setup.images, setup.labels)
-        for factor in ALPHA_FACTORS
     }
 
     def mean(attack: str, factor: float, kind: str) -> float:
@@ -219,37 +236,24 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "capped at the last step": round(capped[factor][-1], 3) if attack == "hmcam" else None,
             "capped over all steps": round(statistics.fmean(capped[factor]), 3) if attack == "hmcam" else None,
         }
-        for attack in ("mpgd", "hmcam")
-        for factor in ALPHA_FACTORS
+        for attack in ATTACKS
+        for factor in factors
     ]
     panels = {
         ATTACK_LABELS[attack]: {
-            f"{source} -> {target}": (
-                [100 * float(rates[(source, attack, f)][j]) for f in ALPHA_FACTORS],
-                source == target,
-            )
+            f"{source} -> {target}": ([100 * float(rates[(source, attack, f)][j]) for f in factors], source == target)
             for source in setup.sources
             for j, target in enumerate(setup.targets)
         }
-        for attack in ("mpgd", "hmcam")
+        for attack in ATTACKS
     }
-    save_curve_panels(
-        folder.file(FIGURE),
-        list(ALPHA_FACTORS),
-        panels,
-        xlabel="alpha / eps",
-        ylabel="success rate (%)",
-        title=f"solid: white-box, dashed: black-box; N = {scale.budget}, eps {scale.eps:.4g}",
-        log_x=True,
-    )
-    judged = claim_evidence(setup, hits, capped)
-    claims = judge(judged)
-    report = "\n".join(
+    title = f"solid: white-box, dashed: black-box; N = {scale.budget}, eps {scale.eps:.4g}"
+    text = "\n".join(
         [
             "## Step size (Fig. 3)",
             "",
             f"{scale.dataset}, L-inf eps {scale.eps:.4g}, N = {scale.budget} (HMCAM S = 1), {scale.images} test "
-            f"images, seeds {list(scale.seeds)}; alpha = {', '.join(f'{f:g}' for f in ALPHA_FACTORS)} x eps. "
+            f"images, seeds {list(scale.seeds)}; alpha = {', '.join(f'{f:g}' for f in factors)} x eps. "
             "M-PGD takes alpha as its sign step; HMCAM takes it on the paper's batch-mean scale (Eq. 7 averages "
             f"the loss over the batch of {scale.batch_size}, so the per-example alpha is alpha x {scale.batch_size}). "
             f"The capped fractions are HMCAM's on {setup.sources[0]}: where they are near 1, its steps are eps "
@@ -257,10 +261,29 @@ def run_step_size(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "all steps). The claims are judged per image; the adversarially trained targets are not counted.",
             "",
             markdown_table(rows, list(rows[0])),
-            claim_table(claims),
-            f"![step size]({FIGURE})",
-            "",
         ]
     )
-    results = {"rows": rows, "claims": claims, "capped_per_step": {str(f): capped[f] for f in ALPHA_FACTORS}}
-    return finish_experiment(folder, options, "step-size", scale, results, (rows, list(rows[0])), report, judged)
+    return Summary(
+        rows=rows,
+        columns=list(rows[0]),
+        text=text,
+        evidence=claim_evidence(setup, hits, capped, factors),
+        figures={
+            FIGURE: lambda path: save_curve_panels(
+                path, list(factors), panels, xlabel="alpha / eps", ylabel="success rate (%)", title=title, log_x=True
+            )
+        },
+        results={"capped_per_step": {str(f): capped[f] for f in factors}},
+    )
+
+
+#: Fig. 3 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="step-size",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=step_size_jobs,
+    key=job_key,
+    compute=compute_job,
+    summarize=summarize_step_size,
+)
