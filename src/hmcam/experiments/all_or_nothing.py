@@ -14,35 +14,50 @@ example each) at the same budget. The claims are judged per (image, target) case
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.core.batching import fetch
-from hmcam.core.validate import choose
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
-from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.setup import (
-    AttackScale,
-    adversarial_examples,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
-    jobs,
-)
-from hmcam.experiments.targeted import TARGETED_EPS, random_targets
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.setup import AttackScale, Bench, adversarial_examples
+from hmcam.experiments.targeted import SETTINGS as TABLE_8
+from hmcam.experiments.targeted import random_targets
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_bar_chart
 from hmcam.reporting.tables import markdown_table
 
 #: S of the HMCAM sequence (the paper: 5).
 SEQUENCE = 5
-#: Per scale: the budget N (the paper: 100), the number of (image, target) pairs and training images per prototype.
-SIZES = {"smoke": (10, 16, 64), "small": (50, 200, 1000), "paper": (100, 200, 1000)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The experiment at one scale: the budget N (the paper: 100), the cases, the prototypes' images and eps.
+
+    ``pairs`` (image, target) cases are attacked; ``gallery`` training images give the prototypes (their mean
+    features per class); ``eps`` is Table 8's radius (:mod:`hmcam.experiments.targeted`).
+    """
+
+    budget: int
+    pairs: int
+    gallery: int
+    eps: float
+
+
+#: The settings per scale.
+SETTINGS = {
+    "smoke": Settings(budget=10, pairs=16, gallery=64, eps=TABLE_8["smoke"].eps),
+    "small": Settings(budget=50, pairs=200, gallery=1000, eps=TABLE_8["small"].eps),
+    "paper": Settings(budget=100, pairs=200, gallery=1000, eps=TABLE_8["paper"].eps),
+}
 #: The bar chart of the success cases.
 FIGURE = "all_or_nothing.png"
 #: The baselines of the claims, by method.
@@ -64,6 +79,13 @@ CLAIMS = {
         for method, label in BASELINES.items()
     )
 }
+
+
+#: A job: the method (``pgd``, ``mpgd``, ``hmcam``), crafting its examples on the white-box recogniser.
+Job: TypeAlias = str
+#: The methods compared, in the table's order.
+METHODS = ("pgd", "mpgd", "hmcam")
+METHOD_LABELS = {"pgd": "PGD", "mpgd": "M-PGD", "hmcam": f"HMCAM (S = {SEQUENCE})"}
 
 
 class PrototypeRecogniser(nn.Module):
@@ -106,7 +128,7 @@ def recogniser(network: nn.Module, images: Tensor, labels: Tensor, classes: int)
     return PrototypeRecogniser(network, prototypes).eval()
 
 
-def claim_evidence(outcomes: dict[str, dict[str, Tensor]], key: str) -> list[Evidence]:
+def claim_evidence(outcomes: Mapping[Job, Mapping[str, Tensor]], key: str) -> list[Evidence]:
     """Per baseline, HMCAM's minus its success (points) per case, from ``outcomes[method][key]`` ([seeds, cases])."""
     hmcam = outcomes["hmcam"][key].double()
     evidence = []
@@ -121,87 +143,123 @@ def claim_evidence(outcomes: dict[str, dict[str, Tensor]], key: str) -> list[Evi
     return evidence
 
 
-def run_all_or_nothing(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run the all-or-nothing experiment at ``scale`` into ``out``: success counts per method, and the report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    budget, pairs, gallery = choose("scale", scale.name, SIZES)
-    eps = choose("scale", scale.name, TARGETED_EPS)
-    train = load_dataset(scale.dataset, "train", root=options.data_root, limit=gallery)
+def recognisers(setup: Bench) -> tuple[str, str]:
+    """The networks of the attacked (white-box) and the other (black-box) recogniser: the first two natural models."""
+    return setup.sources[0], setup.sources[1 % len(setup.sources)]
+
+
+@dataclass(frozen=True)
+class Cases:
+    """The recognition systems by network and the attacked (image, target) cases."""
+
+    systems: dict[str, PrototypeRecogniser]
+    images: Tensor
+    targets: Tensor
+
+
+def cases(context: Context[AttackScale, Settings, Bench]) -> Cases:
+    """The two recognisers and the attacked cases.
+
+    The prototypes come from the first ``gallery`` training images; the cases are the first ``pairs`` test
+    images, each with a random other class (seed 1) to be recognised as.
+    """
+    setup, settings = context.bench, context.settings
+    train = load_dataset(context.scale.dataset, "train", root=context.options.data_root, limit=settings.gallery)
     train_images, train_labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))
     classes = int(train_labels.max()) + 1
-    white, black = setup.sources[0], setup.sources[1 % len(setup.sources)]
-    systems = {name: recogniser(setup.models[name], train_images, train_labels, classes) for name in (white, black)}
-    images, labels = setup.images[:pairs], setup.labels[:pairs]
-    targets = random_targets(labels, classes, seed=1)
-    methods = ("pgd", "mpgd", "hmcam")
-    outcomes: dict[str, dict[str, Tensor]] = {}
-    for method in jobs(methods, "all-or-nothing", options.progress):
+    systems = {name: recogniser(setup.models[name], train_images, train_labels, classes) for name in recognisers(setup)}
+    images, labels = setup.images[: settings.pairs], setup.labels[: settings.pairs]
+    return Cases(systems, images, random_targets(labels, classes, seed=1))
 
-        def compute(method: str = method) -> dict[str, Tensor]:
-            found: dict[str, list[Tensor]] = {
-                f"{system}-{kind}": [] for system in (white, black) for kind in ("all", "any")
-            }
-            for seed in scale.seeds:
-                if method == "hmcam":
-                    settings = scale.settings(
-                        method, seed, eps=eps, steps=budget // SEQUENCE, samples=SEQUENCE, targeted=True
-                    )
-                    attack = settings.build(systems[white])
-                    assert isinstance(attack, ChainAttack)
-                    sequence = attack.sample(images, targets).samples  # [S, B, ...]
-                else:
-                    settings = scale.settings(method, seed, eps=eps, steps=budget, targeted=True)
-                    sequence = adversarial_examples(systems[white], settings, images, targets, scale.batch_size)[None]
-                for system in (white, black):
-                    hit = predict(systems[system], sequence, sample_dims=1) == targets
-                    found[f"{system}-all"].append(hit.all(dim=0))
-                    found[f"{system}-any"].append(hit.any(dim=0))
-            return {key: torch.stack(values).cpu() for key, values in found.items()}
 
-        outcomes[method] = folder.cached(cache_file(method), compute)
+def compute_cases(method: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Per recogniser and seed, the cases where all of the method's examples (``-all``) or any (``-any``) hit.
+
+    Keys ``{network}-all`` and ``{network}-any``, each ``[seeds, cases]``; HMCAM crafts S samples in one
+    chain of N / S steps per transition, PGD and M-PGD one example with N steps.
+    """
+    scale, eps, budget = context.scale, context.settings.eps, context.settings.budget
+    white, black = recognisers(context.bench)
+    attacked = cases(context)
+    images, targets = attacked.images, attacked.targets
+    found: dict[str, list[Tensor]] = {f"{system}-{kind}": [] for system in (white, black) for kind in ("all", "any")}
+    for seed in scale.seeds:
+        if method == "hmcam":
+            settings = scale.settings(method, seed, eps=eps, steps=budget // SEQUENCE, samples=SEQUENCE, targeted=True)
+            attack = settings.build(attacked.systems[white])
+            assert isinstance(attack, ChainAttack)
+            sequence = attack.sample(images, targets).samples  # [S, B, ...]
+        else:
+            settings = scale.settings(method, seed, eps=eps, steps=budget, targeted=True)
+            sequence = adversarial_examples(attacked.systems[white], settings, images, targets, scale.batch_size)[None]
+        for system in (white, black):
+            hit = predict(attacked.systems[system], sequence, sample_dims=1) == targets
+            found[f"{system}-all"].append(hit.all(dim=0))
+            found[f"{system}-any"].append(hit.any(dim=0))
+    return {key: torch.stack(values).cpu() for key, values in found.items()}
+
+
+def summarize_cases(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Success cases per method, white-box and black-box, all-or-nothing and any sample; the claims' evidence."""
+    scale, settings = context.scale, context.settings
+    white, black = recognisers(context.bench)
+    pairs, eps = settings.pairs, settings.eps
 
     def count(method: str, system: str, kind: str) -> float:
         return float(outcomes[method][f"{system}-{kind}"].float().sum(dim=1).mean())
 
     rows = [
         {
-            "method": {"pgd": "PGD", "mpgd": "M-PGD", "hmcam": f"HMCAM (S = {SEQUENCE})"}[method],
+            "method": METHOD_LABELS[method],
             f"white-box ({white}) all-or-nothing": count(method, white, "all"),
             f"black-box ({black}) all-or-nothing": count(method, black, "all"),
             f"black-box ({black}) any sample": count(method, black, "any"),
         }
-        for method in methods
+        for method in METHODS
     ]
-    judged = claim_evidence(outcomes, f"{black}-all")
-    claims = judge(judged)
-    names = [str(row["method"]) for row in rows]
-    save_bar_chart(
-        folder.file(FIGURE),
-        names,
-        {
-            f"white-box ({white}), all": [count(m, white, "all") / pairs for m in methods],
-            f"black-box ({black}), all": [count(m, black, "all") / pairs for m in methods],
-            f"black-box ({black}), any": [count(m, black, "any") / pairs for m in methods],
-        },
-        f"success cases (% of {pairs})",
-        f"targeted feature-space attack, eps {eps:.4g}",
-    )
-    report = "\n".join(
+    bars = {
+        f"white-box ({white}), all": [count(m, white, "all") / pairs for m in METHODS],
+        f"black-box ({black}), all": [count(m, black, "all") / pairs for m in METHODS],
+        f"black-box ({black}), any": [count(m, black, "any") / pairs for m in METHODS],
+    }
+    text = "\n".join(
         [
             "## All-or-nothing (Table 9 analogue)",
             "",
             f"{scale.dataset}: nearest-prototype recognisers on the penultimate features of {white} (attacked) and "
-            f"{black} (black-box), prototypes from {gallery} training images; {pairs} (image, random target) pairs, "
-            f"L-inf eps {eps:.4g}, N = {budget}, seeds {list(scale.seeds)}. Success cases (mean over seeds): the "
-            f"target is recognised for every one of HMCAM's {SEQUENCE} samples (all-or-nothing), or for any. The "
-            "claims are judged per (image, target) case, black-box, all-or-nothing.",
+            f"{black} (black-box), prototypes from {settings.gallery} training images; {pairs} (image, random target) "
+            f"pairs, L-inf eps {eps:.4g}, N = {settings.budget}, seeds {list(scale.seeds)}. Success cases (mean over "
+            f"seeds): the target is recognised for every one of HMCAM's {SEQUENCE} samples (all-or-nothing), or for "
+            "any. The claims are judged per (image, target) case, black-box, all-or-nothing.",
             "",
             markdown_table(rows, list(rows[0])),
-            f"![success cases under the all-or-nothing criterion]({FIGURE})",
-            "",
-            claim_table(claims),
         ]
     )
-    results = {"pairs": pairs, "eps": eps, "rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "all-or-nothing", scale, results, (rows, list(rows[0])), report, judged)
+    return Summary(
+        rows=rows,
+        columns=list(rows[0]),
+        text=text,
+        evidence=claim_evidence(outcomes, f"{black}-all"),
+        figures={
+            FIGURE: lambda path: save_bar_chart(
+                path,
+                [METHOD_LABELS[method] for method in METHODS],
+                bars,
+                f"success cases (% of {pairs})",
+                f"targeted feature-space attack, eps {eps:.4g}",
+            )
+        },
+        results={"pairs": pairs, "eps": eps},
+    )
+
+
+#: The Table 9 analogue on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="all-or-nothing",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=lambda context: list(METHODS),
+    key=lambda method: method,
+    compute=compute_cases,
+    summarize=summarize_cases,
+)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import torch
@@ -21,31 +23,33 @@ from torch import Tensor, nn
 
 from hmcam.attacks import ChainAttack
 from hmcam.core.batching import fetch
-from hmcam.core.validate import choose
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
-from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.setup import (
-    AttackScale,
-    adversarial_examples,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
-    image_differences,
-    jobs,
-)
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.setup import AttackScale, Bench, adversarial_examples, image_differences
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_curve_panels
 from hmcam.reporting.tables import markdown_table
 
 #: The images d whose adversarial examples are mixed in (the paper: 50).
 IMAGES = 50
-#: Per scale: the sample counts S swept (the paper: 1 .. 100), the clean training images and fine-tuning epochs.
-SIZES = {
-    "smoke": ((1, 2), 256, 1),
-    "small": ((1, 5, 20), 4000, 2),
-    "paper": ((1, 2, 5, 10, 20, 50, 100), 50000, 5),
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Fig. 4 at one scale: the sample counts S swept (the paper: 1 .. 100), the clean training images, the epochs."""
+
+    sweep: tuple[int, ...]
+    clean: int
+    epochs: int
+
+
+#: The settings per scale.
+SETTINGS = {
+    "smoke": Settings(sweep=(1, 2), clean=256, epochs=1),
+    "small": Settings(sweep=(1, 5, 20), clean=4000, epochs=2),
+    "paper": Settings(sweep=(1, 2, 5, 10, 20, 50, 100), clean=50000, epochs=5),
 }
 GENERATORS = ("fgsm", "ifgsm", "pgd", "hmcam")
 LABELS = {"fgsm": "FGSM", "ifgsm": "BIM", "pgd": "PGD", "hmcam": "HMCAM", "clean": "clean only"}
@@ -55,7 +59,7 @@ FIGURE = "few_sample.png"
 #: the others), small against the tens of points between clean-only and adversarial fine-tuning.
 ROBUST_MARGIN = 2.0
 #: Per (generator, S): M-PGD's hits on the retrained models and their clean-correct images ([seeds, images] each).
-Outcomes: TypeAlias = dict[tuple[str, int], dict[str, Tensor]]
+Outcomes: TypeAlias = Mapping[tuple[str, int], Mapping[str, Tensor]]
 #: The claims of Fig. 4, declared before any run: HMCAM's d images against each other generator's d S images.
 CLAIMS = {
     claim.name: claim
@@ -140,51 +144,69 @@ def claim_evidence(outcomes: Outcomes, sweep: tuple[int, ...]) -> list[Evidence]
     return evidence
 
 
-def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Fig. 4 at ``scale`` into ``out``: M-PGD success on each retrained model against S, curves and report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    sweep, clean_count, epochs = choose("scale", scale.name, SIZES)
-    largest = IMAGES * max(sweep)
-    train = load_dataset(scale.dataset, "train", root=options.data_root, limit=clean_count + largest)
+#: A job: the generator of the adversarial set (``clean``: none) and S (0 for ``clean``).
+Job: TypeAlias = tuple[str, int]
+
+
+def few_sample_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """Clean-only fine-tuning, then every generator at every S."""
+    return [("clean", 0)] + [(generator, samples) for generator in GENERATORS for samples in context.settings.sweep]
+
+
+def training_split(context: Context[AttackScale, Settings, Bench]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The images the attacks start from (the first d max(S) training images) and the disjoint clean subset after them.
+
+    Returns pool images, pool labels, clean images, clean labels, on the device of the attacked images.
+    """
+    setup, settings = context.bench, context.settings
+    largest = IMAGES * max(settings.sweep)
+    train = load_dataset(context.scale.dataset, "train", root=context.options.data_root, limit=settings.clean + largest)
     images, labels = (t.to(setup.images.device) for t in fetch(train, range(len(train.labels))))
-    # The clean subset and the images the attacks start from are disjoint: the first d S are attacked.
-    pool_images, pool_labels = images[:largest], labels[:largest]
-    clean_images, clean_labels = images[largest:], labels[largest:]
-    source = setup.models[setup.sources[0]]
+    return images[:largest], labels[:largest], images[largest:], labels[largest:]
 
-    def attacked(model: nn.Module, seed: int) -> tuple[Tensor, Tensor]:
-        """M-PGD's hits (prediction not the label) per test image, and the images the model classifies correctly."""
-        settings = scale.settings("mpgd", seed)
-        crafted = adversarial_examples(model, settings, setup.images, setup.labels, scale.batch_size)
-        return predict(model, crafted) != setup.labels, predict(model, setup.images) == setup.labels
 
-    outcomes: Outcomes = {}
-    runs = [("clean", 0)] + [(generator, samples) for generator in GENERATORS for samples in sweep]
-    for generator, samples in jobs(runs, "few-sample", options.progress):
+def attacked(model: nn.Module, context: Context[AttackScale, Settings, Bench], seed: int) -> tuple[Tensor, Tensor]:
+    """M-PGD's hits (prediction not the label) per test image, and the images the model classifies correctly."""
+    scale, setup = context.scale, context.bench
+    crafted = adversarial_examples(model, scale.settings("mpgd", seed), setup.images, setup.labels, scale.batch_size)
+    return predict(model, crafted) != setup.labels, predict(model, setup.images) == setup.labels
 
-        def compute(generator: str = generator, samples: int = samples) -> dict[str, Tensor]:
-            hits, correct = [], []
-            for seed in scale.seeds:
-                if generator == "clean":
-                    extra_images, extra_labels = clean_images[:0], clean_labels[:0]
-                else:
-                    extra_images, extra_labels = adversarial_set(
-                        source, scale, generator, samples, pool_images, pool_labels, seed
-                    )
-                mixed = torch.cat([clean_images, extra_images.to(clean_images.dtype)])
-                tuned = fine_tune(source, mixed, torch.cat([clean_labels, extra_labels]), epochs=epochs, seed=seed)
-                hit, right = attacked(tuned, seed)
-                hits.append(hit.cpu())
-                correct.append(right.cpu())
-            return {"hits": torch.stack(hits), "correct": torch.stack(correct)}
 
-        # Per-image outcomes (the claims' unit), under a name the earlier per-seed rates did not use.
-        outcomes[(generator, samples)] = folder.cached(cache_file(f"{generator}-{samples}-images"), compute)
-    success = {key: _success(found) for key, found in outcomes.items()}
+def compute_retrained(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Fine-tune the source on the clean subset plus the job's adversarial set, per seed, then attack it with M-PGD.
+
+    Returns ``hits`` and ``correct`` ([seeds, test images] each): the images M-PGD fools and those the
+    retrained model classifies correctly.
+    """
+    generator, samples = job
+    scale = context.scale
+    pool_images, pool_labels, clean_images, clean_labels = training_split(context)
+    source = context.bench.models[context.bench.sources[0]]
+    hits, correct = [], []
+    for seed in scale.seeds:
+        if generator == "clean":
+            extra_images, extra_labels = clean_images[:0], clean_labels[:0]
+        else:
+            extra_images, extra_labels = adversarial_set(
+                source, scale, generator, samples, pool_images, pool_labels, seed
+            )
+        mixed = torch.cat([clean_images, extra_images.to(clean_images.dtype)])
+        labels = torch.cat([clean_labels, extra_labels])
+        tuned = fine_tune(source, mixed, labels, epochs=context.settings.epochs, seed=seed)
+        hit, right = attacked(tuned, context, seed)
+        hits.append(hit.cpu())
+        correct.append(right.cpu())
+    return {"hits": torch.stack(hits), "correct": torch.stack(correct)}
+
+
+def summarize_few_sample(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """M-PGD success on each retrained model against S, the curves and the claims' evidence."""
+    scale, settings = context.scale, context.settings
+    sweep, clean = settings.sweep, len(training_split(context)[2])  # fewer than asked where the split runs out
+    success = {job: _success(found) for job, found in outcomes.items()}
     rows = [
         {"generator": LABELS[generator], "S": samples, "mpgd_success": round(success[(generator, samples)], 2)}
-        for generator, samples in runs
+        for generator, samples in few_sample_jobs(context)
     ]
     panels = {
         "M-PGD success on the retrained model": {
@@ -192,32 +214,46 @@ def run_few_sample(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             for generator in GENERATORS
         }
     }
-    save_curve_panels(
-        folder.file(FIGURE),
-        list(sweep),
-        panels,
-        xlabel="samples S (HMCAM: per image of d = 50; others: d S images)",
-        ylabel="M-PGD success (%)",
-        title=f"clean-only fine-tuning: {success[('clean', 0)]:.1f}%",
-        log_x=True,
-    )
-    judged = claim_evidence(outcomes, sweep)
-    claims = judge(judged)
-    report = "\n".join(
+    text = "\n".join(
         [
             "## Few samples (Fig. 4)",
             "",
-            f"{scale.dataset}: source {setup.sources[0]} fine-tuned for {epochs} epoch(s) on {len(clean_images)} clean "
-            f"training images plus the adversarial set; d = {IMAGES}; M-PGD (N = {scale.budget}, eps {scale.eps:.4g}) "
-            f"success (%) on {scale.images} test images, seeds {list(scale.seeds)}. Lower is more robust. Each claim "
-            f"is judged per test image, pooled over S and seeds, with a non-inferiority margin of {ROBUST_MARGIN:g} "
-            "points.",
+            f"{scale.dataset}: source {context.bench.sources[0]} fine-tuned for {settings.epochs} epoch(s) on "
+            f"{clean} clean training images plus the adversarial set; d = {IMAGES}; M-PGD "
+            f"(N = {scale.budget}, eps {scale.eps:.4g}) success (%) on {scale.images} test images, seeds "
+            f"{list(scale.seeds)}. Lower is more robust. Each claim is judged per test image, pooled over S and "
+            f"seeds, with a non-inferiority margin of {ROBUST_MARGIN:g} points.",
             "",
             markdown_table(rows, ["generator", "S", "mpgd_success"]),
-            claim_table(claims),
-            f"![few samples]({FIGURE})",
-            "",
         ]
     )
-    results = {"rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "few-sample", scale, results, (rows, list(rows[0])), report, judged)
+    return Summary(
+        rows=rows,
+        columns=["generator", "S", "mpgd_success"],
+        text=text,
+        evidence=claim_evidence(outcomes, sweep),
+        figures={
+            FIGURE: lambda path: save_curve_panels(
+                path,
+                list(sweep),
+                panels,
+                xlabel=f"samples S (HMCAM: per image of d = {IMAGES}; others: d S images)",
+                ylabel="M-PGD success (%)",
+                title=f"clean-only fine-tuning: {success[('clean', 0)]:.1f}%",
+                log_x=True,
+            )
+        },
+    )
+
+
+#: Fig. 4 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="few-sample",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=few_sample_jobs,
+    # Per-image outcomes (the claims' unit), under a name the earlier per-seed rates did not use.
+    key=lambda job: f"{job[0]}-{job[1]}-images",
+    compute=compute_retrained,
+    summarize=summarize_few_sample,
+)

@@ -2,7 +2,7 @@
 
 Each image gets a random target class other than its label (seeded). Every attack runs with the
 two step counts of the table (10 and 100 at ``small`` and ``paper``) at a fixed radius larger than
-the models were trained for (:data:`TARGETED_EPS`; the paper's Table 8 attacks adversarially trained
+the models were trained for (:data:`SETTINGS`; the paper's Table 8 attacks adversarially trained
 ImageNet models at 16/255). The calibrated eps does not apply: it is tuned to the natural models.
 HMCAM runs S = ``scale.samples`` transitions of steps / S; its success is that of its last
 sample, and the share of images where any sample hits is reported beside it. Each claim
@@ -13,33 +13,37 @@ judged by the claims engine (:mod:`hmcam.experiments.claims`).
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
 from hmcam.attacks import ChainAttack
-from hmcam.core.validate import choose
 from hmcam.evaluation import predict
-from hmcam.experiments.claims import Claim, Evidence, judge
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.setup import (
-    AttackScale,
-    adversarial_examples,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
-    image_differences,
-    jobs,
-)
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.setup import AttackScale, Bench, adversarial_examples, image_differences
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_bar_chart
 from hmcam.reporting.tables import markdown_table
 
-#: The targeted radius per scale: at ``smoke`` and ``small`` twice the adversarially trained model's eps.
-TARGETED_EPS = {"smoke": 0.2, "small": 0.2, "paper": 16 / 255}
-#: The step counts of Table 8 per scale.
-STEP_COUNTS = {"smoke": (2, 4), "small": (10, 100), "paper": (10, 100)}
+
+@dataclass(frozen=True)
+class Settings:
+    """Table 8 at one scale: the radius ``eps`` and the step counts (few, many) every attack runs with."""
+
+    eps: float
+    step_counts: tuple[int, ...]
+
+
+#: At ``smoke`` and ``small`` eps is twice the adversarially trained models' eps; at ``paper`` the paper's 16/255.
+SETTINGS = {
+    "smoke": Settings(eps=0.2, step_counts=(2, 4)),
+    "small": Settings(eps=0.2, step_counts=(10, 100)),
+    "paper": Settings(eps=16 / 255, step_counts=(10, 100)),
+}
 ATTACKS = ("pgd", "mpgd", "daa", "hmcam")
 LABELS = {"pgd": "PGD", "mpgd": "M-PGD", "daa": "DAA", "hmcam": "HMCAM"}
 #: The bar chart of the success with few and many steps.
@@ -111,45 +115,63 @@ def claim_evidence(baseline: str, hits: Hits, victims: list[str], counts: tuple[
     return CLAIMS[f"hmcam-vs-{baseline}"].evidence(values.numpy(), ours=ours + ", ".join(victims))
 
 
-def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Table 8 at ``scale`` into ``out``: targeted success per attack and step count, and the report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    eps = choose("scale", scale.name, TARGETED_EPS)
-    counts = choose("scale", scale.name, STEP_COUNTS)
-    victims = setup.adversarial or setup.targets[:1]
+#: A job: the attacked model, the attack and its step count.
+Job: TypeAlias = tuple[str, str, int]
+
+
+def victims(setup: Bench) -> list[str]:
+    """The attacked models: the adversarially trained ones (the first model where the zoo has none)."""
+    return setup.adversarial or setup.targets[:1]
+
+
+def image_targets(setup: Bench) -> Tensor:
+    """Each attacked image's random target class (seed 0), over the attacked models' classes."""
     with torch.no_grad():
-        classes = int(setup.models[victims[0]](setup.images[:1]).shape[1])
-    targets = random_targets(setup.labels, classes, seed=0)
+        classes = int(setup.models[victims(setup)[0]](setup.images[:1]).shape[1])
+    return random_targets(setup.labels, classes, seed=0)
+
+
+def targeted_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """Every attack with every step count on every attacked model."""
+    counts = context.settings.step_counts
+    return [(victim, attack, steps) for victim in victims(context.bench) for attack in ATTACKS for steps in counts]
+
+
+def compute_hits(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Which images reach their target per seed: the last example (``last``) and any of HMCAM's samples (``any``).
+
+    Both are ``[seeds, images]``; for the one-example attacks they are the same.
+    """
+    victim, attack, steps = job
+    scale, setup, eps = context.scale, context.bench, context.settings.eps
+    model, targets = setup.models[victim], image_targets(setup)
+    last, anywhere = [], []
+    for seed in scale.seeds:
+        if attack == "hmcam":
+            settings = scale.settings(attack, seed, eps=eps, steps=max(1, steps // scale.samples), targeted=True)
+            chain = settings.build(model)
+            assert isinstance(chain, ChainAttack)
+            sampled = [
+                chain.sample(setup.images[i : i + scale.batch_size], targets[i : i + scale.batch_size]).samples
+                for i in range(0, len(targets), scale.batch_size)
+            ]
+            predicted = predict(model, torch.cat(sampled, dim=1), sample_dims=1) == targets
+            last.append(predicted[-1])
+            anywhere.append(predicted.any(dim=0))
+        else:
+            settings = scale.settings(attack, seed, eps=eps, steps=steps, targeted=True)
+            crafted = adversarial_examples(model, settings, setup.images, targets, scale.batch_size)
+            last.append(predict(model, crafted) == targets)
+            anywhere.append(last[-1])
+    return {"last": torch.stack(last).cpu(), "any": torch.stack(anywhere).cpu()}
+
+
+def summarize_targeted(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Targeted success per attack, attacked model and step count, the bar chart and the claims' evidence."""
+    scale, eps, counts = context.scale, context.settings.eps, context.settings.step_counts
+    attacked = victims(context.bench)
     hits: Hits = {}
-    runs = [(victim, attack, steps) for victim in victims for attack in ATTACKS for steps in counts]
-    for victim, attack, steps in jobs(runs, "targeted", options.progress):
-
-        def compute(victim: str = victim, attack: str = attack, steps: int = steps) -> dict[str, Tensor]:
-            model = setup.models[victim]
-            last, anywhere = [], []
-            for seed in scale.seeds:
-                if attack == "hmcam":
-                    settings = scale.settings(
-                        attack, seed, eps=eps, steps=max(1, steps // scale.samples), targeted=True
-                    )
-                    chain = settings.build(model)
-                    assert isinstance(chain, ChainAttack)
-                    sampled = [
-                        chain.sample(setup.images[i : i + scale.batch_size], targets[i : i + scale.batch_size]).samples
-                        for i in range(0, len(targets), scale.batch_size)
-                    ]
-                    predicted = predict(model, torch.cat(sampled, dim=1), sample_dims=1) == targets
-                    last.append(predicted[-1])
-                    anywhere.append(predicted.any(dim=0))
-                else:
-                    settings = scale.settings(attack, seed, eps=eps, steps=steps, targeted=True)
-                    crafted = adversarial_examples(model, settings, setup.images, targets, scale.batch_size)
-                    last.append(predict(model, crafted) == targets)
-                    anywhere.append(last[-1])
-            return {"last": torch.stack(last).cpu(), "any": torch.stack(anywhere).cpu()}
-
-        found = folder.cached(cache_file(f"{victim}-{attack}-{steps}"), compute)
+    for (victim, attack, steps), found in outcomes.items():
         hits[(victim, attack, steps)] = found["last"].bool()
         hits[(victim, attack, -steps)] = found["any"].bool()
 
@@ -161,13 +183,13 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "attack": LABELS[attack],
             **{
                 f"{victim} {steps} steps": round(rate(victim, attack, steps), 2)
-                for victim in victims
+                for victim in attacked
                 for steps in counts
             },
             **(
                 {
                     f"{victim} {steps} steps, any sample": round(rate(victim, attack, -steps), 2)
-                    for victim in victims
+                    for victim in attacked
                     for steps in counts
                 }
                 if attack == "hmcam"
@@ -176,36 +198,47 @@ def run_targeted(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         }
         for attack in ATTACKS
     ]
-    judged = [claim_evidence(baseline, hits, victims, counts) for baseline in BASELINES]
-    claims = judge(judged)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    save_bar_chart(
-        folder.file(FIGURE),
-        [LABELS[attack] for attack in ATTACKS],
-        {
-            f"{steps} steps": [statistics.fmean(rate(v, attack, steps) / 100 for v in victims) for attack in ATTACKS]
-            for steps in counts
-        },
-        "targeted success (%)",
-        f"targeted, eps {eps:.4g}, mean over {', '.join(victims)}",
-    )
-    report = "\n".join(
+    bars = {
+        f"{steps} steps": [statistics.fmean(rate(v, attack, steps) / 100 for v in attacked) for attack in ATTACKS]
+        for steps in counts
+    }
+    title = f"targeted, eps {eps:.4g}, mean over {', '.join(attacked)}"
+    text = "\n".join(
         [
             "## Targeted attacks (Table 8)",
             "",
-            f"{scale.dataset}, white-box on {', '.join(victims)}, L-inf eps {eps:.4g}, random targets, "
+            f"{scale.dataset}, white-box on {', '.join(attacked)}, L-inf eps {eps:.4g}, random targets, "
             f"{scale.images} test images, seeds {list(scale.seeds)}; HMCAM: S = {scale.samples}. Success (%) = the "
             "prediction is the target.",
             "",
             markdown_table(rows, columns),
-            f"![targeted success with few and many steps]({FIGURE})",
-            "",
             "Each claim is tested on HMCAM's (last sample) minus the baseline's success per image in points, "
             f"averaged over the step counts {list(counts)}, the attacked models and seeds; Holm-adjusted across the "
             "claims of this run.",
-            "",
-            claim_table(claims),
         ]
     )
-    results = {"eps": eps, "victims": victims, "rows": rows, "claims": claims}
-    return finish_experiment(folder, options, "targeted", scale, results, (rows, columns), report, judged)
+    return Summary(
+        rows=rows,
+        columns=columns,
+        text=text,
+        evidence=[claim_evidence(baseline, hits, attacked, counts) for baseline in BASELINES],
+        figures={
+            FIGURE: lambda path: save_bar_chart(
+                path, [LABELS[attack] for attack in ATTACKS], bars, "targeted success (%)", title
+            )
+        },
+        results={"eps": eps, "victims": attacked},
+    )
+
+
+#: Table 8 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="targeted",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=targeted_jobs,
+    key=lambda job: "-".join(map(str, job)),
+    compute=compute_hits,
+    summarize=summarize_targeted,
+)
