@@ -10,14 +10,17 @@ engine (:mod:`hmcam.experiments.claims`); ``intervals.csv`` gives each hold-out'
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
 from hmcam.evaluation import predict
-from hmcam.experiments.claims import Claim, Evidence, judge, paired_interval
-from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.inference import paired_interval
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     INTERVALS_TABLE,
@@ -25,16 +28,11 @@ from hmcam.experiments.setup import (
     AttackScale,
     Bench,
     adversarial_examples,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
     image_differences,
-    jobs,
 )
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.models import Ensemble
 from hmcam.reporting.figures import save_bar_chart
-from hmcam.reporting.run_folder import RunFolder
 from hmcam.reporting.tables import markdown_table
 
 #: Table 3 of the paper (CIFAR-10, eps 2/255): per held-out model and attack, (ensemble, hold-out) success in %.
@@ -94,30 +92,40 @@ CLAIMS: dict[str, Claim] = {
 }
 
 
-def ensemble_hits(
-    scale: AttackScale, folder: RunFolder, setup: Bench, progress: bool
-) -> tuple[Hits, dict[str, Tensor]]:
-    """Per (held-out model, attack) the hits (cached), and per held-out model which images its ensemble gets right."""
-    hits: Hits = {}
-    ensemble_correct: dict[str, Tensor] = {}
-    runs = [(held, attack) for held in setup.targets for attack in TABLE_ATTACKS]
-    for held, attack in jobs(runs, "ensemble", progress):
-        members = [setup.models[label] for label in setup.targets if label != held]
-        ensemble = Ensemble(members).eval()
-        ensemble_correct[held] = (predict(ensemble, setup.images) == setup.labels).cpu()
+@dataclass(frozen=True)
+class Settings:
+    """Table 3 at one scale: nothing beyond the attack scale (its budget, images, seeds and zoo)."""
 
-        def compute(ensemble: Ensemble = ensemble, held: str = held, attack: str = attack) -> dict[str, Tensor]:
-            per_seed = []
-            for seed in scale.seeds:
-                crafted = adversarial_examples(
-                    ensemble, scale.settings(attack, seed), setup.images, setup.labels, scale.batch_size
-                )
-                fooled = [predict(model, crafted) != setup.labels for model in (ensemble, setup.models[held])]
-                per_seed.append(torch.stack(fooled))
-            return {"hits": torch.stack(per_seed).cpu()}
 
-        hits[(held, attack)] = folder.cached(cache_file(f"without-{held}-{attack}"), compute)["hits"].bool()
-    return hits, ensemble_correct
+#: The settings per scale.
+SETTINGS = {"smoke": Settings(), "small": Settings(), "paper": Settings()}
+#: A job: the held-out model and the attack crafting on the ensemble of the others.
+Job: TypeAlias = tuple[str, str]
+
+
+def ensemble_without(setup: Bench, held: str) -> Ensemble:
+    """The equal-weight logit ensemble of every model of the zoo but ``held``, in eval mode."""
+    return Ensemble([setup.models[label] for label in setup.targets if label != held]).eval()
+
+
+def ensemble_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """Every attack of the table on the ensemble without each model of the zoo in turn."""
+    return [(held, attack) for held in context.bench.targets for attack in TABLE_ATTACKS]
+
+
+def compute_hits(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Which images the job's examples fool per seed, on the ensemble (0) and the hold-out (1): [seeds, 2, images]."""
+    held, attack = job
+    scale, setup = context.scale, context.bench
+    ensemble = ensemble_without(setup, held)
+    per_seed = []
+    for seed in scale.seeds:
+        crafted = adversarial_examples(
+            ensemble, scale.settings(attack, seed), setup.images, setup.labels, scale.batch_size
+        )
+        fooled = [predict(model, crafted) != setup.labels for model in (ensemble, setup.models[held])]
+        per_seed.append(torch.stack(fooled))
+    return {"hits": torch.stack(per_seed).cpu()}
 
 
 def holdout_pairs(
@@ -192,11 +200,13 @@ def holdout_intervals(hits: Hits, setup: Bench) -> list[dict[str, Any]]:
     return intervals
 
 
-def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Table 3 at ``scale`` into ``out``: success on each ensemble and its hold-out, intervals, report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    hits, ensemble_correct = ensemble_hits(scale, folder, setup, options.progress)
+def summarize_ensemble(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """Success on each ensemble and its hold-out, the bar chart, the per-hold-out intervals and the claims' evidence."""
+    scale, setup = context.scale, context.bench
+    hits: Hits = {job: outcome["hits"].bool() for job, outcome in outcomes.items()}
+    ensemble_correct = {
+        held: (predict(ensemble_without(setup, held), setup.images) == setup.labels).cpu() for held in setup.targets
+    }
 
     def rate(held: str, attack: str, which: int) -> float:
         eligible = ensemble_correct[held] if which == 0 else setup.correct[held]
@@ -214,9 +224,6 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         for attack in TABLE_ATTACKS
     ]
     intervals = holdout_intervals(hits, setup)
-    evidence = [holdout_evidence(hits, setup, baseline) for baseline in ("pgd", "mpgd")]
-    judged = [*evidence, adversarial_evidence(hits, setup)]
-    claims = judge(judged)
     natural = [held for held in setup.targets if held not in setup.adversarial]
     series = {
         "on the ensemble": [statistics.fmean(rate(h, a, 0) for h in setup.targets) for a in TABLE_ATTACKS],
@@ -226,14 +233,8 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
         series["adversarially trained hold-out"] = [
             statistics.fmean(rate(h, a, 1) for h in setup.adversarial) for a in TABLE_ATTACKS
         ]
-    save_bar_chart(
-        folder.file(FIGURE),
-        [ATTACK_LABELS[a] for a in TABLE_ATTACKS],
-        series,
-        "success rate (%)",
-        f"ensemble of all but one model, eps {scale.eps:.4g}: mean over the hold-outs",
-    )
-    report = "\n".join(
+    title = f"ensemble of all but one model, eps {scale.eps:.4g}: mean over the hold-outs"
+    text = "\n".join(
         [
             "## Ensemble (Table 3)",
             "",
@@ -242,18 +243,38 @@ def run_ensemble(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "others. Success (%) among the images the attacked model classifies correctly.",
             "",
             markdown_table(rows, list(rows[0])),
-            f"![success on the ensemble and on the held-out models]({FIGURE})",
-            "",
             "Each claim is tested on the per-image difference in points (seeds averaged), Holm-adjusted across "
             "the claims of this run; the transfer claims pool the natural hold-outs only.",
             "",
-            claim_table(claims),
             f"HMCAM minus PGD and M-PGD on each hold-out, 95% BCa bootstrap interval (descriptive): "
             f"`{INTERVALS_TABLE}`.",
-            "",
         ]
     )
-    results = {"rows": rows, "claims": claims, "intervals": intervals}
-    if intervals:
-        folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
-    return finish_experiment(folder, options, "ensemble", scale, results, (rows, list(rows[0])), report, judged)
+    return Summary(
+        rows=rows,
+        columns=list(rows[0]),
+        text=text,
+        evidence=[
+            *(holdout_evidence(hits, setup, baseline) for baseline in ("pgd", "mpgd")),
+            adversarial_evidence(hits, setup),
+        ],
+        figures={
+            FIGURE: lambda path: save_bar_chart(
+                path, [ATTACK_LABELS[a] for a in TABLE_ATTACKS], series, "success rate (%)", title
+            )
+        },
+        tables={INTERVALS_TABLE: (intervals, list(intervals[0]))} if intervals else {},
+        results={"intervals": intervals},
+    )
+
+
+#: Table 3 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="ensemble",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=ensemble_jobs,
+    key=lambda job: "without-{}-{}".format(*job),
+    compute=compute_hits,
+    summarize=summarize_ensemble,
+)

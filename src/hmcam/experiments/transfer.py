@@ -13,29 +13,28 @@ barely succeeds, are reported but not pooled into any claim.
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
-from hmcam.experiments.claims import Claim, Evidence, judge, paired_interval
-from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.claims import Claim, Evidence
+from hmcam.experiments.framework import Context, Summary
+from hmcam.experiments.inference import paired_interval
 from hmcam.experiments.setup import (
     ATTACK_LABELS,
     INTERVALS_TABLE,
     TABLE_ATTACKS,
     AttackScale,
     Bench,
-    bench,
-    cache_file,
-    claim_table,
-    finish_experiment,
     hits_on_targets,
     image_differences,
-    jobs,
 )
+from hmcam.experiments.zoo_experiment import attack_experiment
 from hmcam.reporting.figures import save_heatmaps
-from hmcam.reporting.run_folder import TABLE_FILE, RunFolder
+from hmcam.reporting.run_folder import TABLE_FILE
 from hmcam.reporting.tables import markdown_table
 
 #: Table 2 of the paper (CIFAR-10, eps 2/255, N = 100): success rates in percent, per source, attack and target
@@ -174,23 +173,6 @@ _COMPARED = {
 }
 
 
-def outcomes(scale: AttackScale, folder: RunFolder, setup: Bench, progress: bool) -> dict[str, dict[str, Tensor]]:
-    """Per source and attack, the hits ``[seeds, targets, images]`` (cached in the folder's ``cache/``)."""
-    hits: dict[str, dict[str, Tensor]] = {source: {} for source in setup.sources}
-    runs = [(source, attack) for source in setup.sources for attack in TABLE_ATTACKS]
-    for source, attack in jobs(runs, "transfer", progress):
-
-        def compute(source: str = source, attack: str = attack) -> dict[str, Tensor]:
-            settings = [scale.settings(attack, seed) for seed in scale.seeds]
-            found = hits_on_targets(
-                setup.models, source, settings, setup.targets, setup.images, setup.labels, scale.batch_size
-            )
-            return {"hits": found}
-
-        hits[source][attack] = folder.cached(cache_file(f"{source}-{attack}"), compute)["hits"].bool()
-    return hits
-
-
 def pair_kind(source: str, target: str, adversarial: list[str]) -> str:
     """``white-box`` (the source itself), ``adversarial`` (an adversarially trained target) or ``black-box``."""
     if source == target:
@@ -293,24 +275,42 @@ def means_table(matrix: dict[str, Tensor], setup: Bench) -> list[dict[str, Any]]
     ]
 
 
-def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
-    """Run Table 2 at ``scale`` into ``out``: the success matrix, heatmaps, the judged claims and the report."""
-    folder = options.run_folder()
-    setup = bench(scale, options)
-    hits = outcomes(scale, folder, setup, options.progress)
+@dataclass(frozen=True)
+class Settings:
+    """Table 2 at one scale: nothing beyond the attack scale (its budget, images, seeds and zoo)."""
+
+
+#: The settings per scale.
+SETTINGS = {"smoke": Settings(), "small": Settings(), "paper": Settings()}
+#: A job: the source model and the attack crafting on it.
+Job: TypeAlias = tuple[str, str]
+
+
+def transfer_jobs(context: Context[AttackScale, Settings, Bench]) -> list[Job]:
+    """Every attack of the table from every naturally trained source."""
+    return [(source, attack) for source in context.bench.sources for attack in TABLE_ATTACKS]
+
+
+def compute_hits(job: Job, context: Context[AttackScale, Settings, Bench]) -> dict[str, Tensor]:
+    """Which images the job's examples fool on each target, per seed (``hits``: [seeds, targets, images])."""
+    source, attack = job
+    scale, setup = context.scale, context.bench
+    settings = [scale.settings(attack, seed) for seed in scale.seeds]
+    found = hits_on_targets(setup.models, source, settings, setup.targets, setup.images, setup.labels, scale.batch_size)
+    return {"hits": found}
+
+
+def summarize_transfer(context: Context[AttackScale, Settings, Bench], outcomes: Mapping[Job, Any]) -> Summary:
+    """The success matrices, the means against the paper's, the pairwise intervals and the claims' evidence."""
+    scale, setup = context.scale, context.bench
+    hits: dict[str, dict[str, Tensor]] = {source: {} for source in setup.sources}
+    for (source, attack), outcome in outcomes.items():
+        hits[source][attack] = outcome["hits"].bool()
     rows, matrix = success_matrix(hits, setup)
     intervals = pair_intervals(hits, setup)
-    save_heatmaps(
-        folder.file(FIGURE),
-        {ATTACK_LABELS[attack]: 100 * grid for attack, grid in matrix.items()},
-        setup.sources,
-        setup.targets,
-        f"success rate (%), eps {scale.eps:.4g}, N = {scale.budget}",
-    )
     means = means_table(matrix, setup)
-    judged = [claim_evidence(name, hits, setup) for name in CLAIMS]
-    claims = judge(judged)
-    report = "\n".join(
+    title = f"success rate (%), eps {scale.eps:.4g}, N = {scale.budget}"
+    text = "\n".join(
         [
             "## Transfer (Table 2)",
             "",
@@ -324,16 +324,36 @@ def run_transfer(scale: AttackScale, options: RunOptions) -> dict[str, Any]:
             "(black-box: natural targets only; the adversarially trained targets are in the table above only) "
             "and over seeds; Holm-adjusted across the claims of this run.",
             "",
-            claim_table(claims),
             f"HMCAM minus each baseline per source/target pair, 95% BCa bootstrap interval (descriptive): "
             f"`{INTERVALS_TABLE}`. Success matrices: `{TABLE_FILE}`.",
-            "",
-            f"![transfer]({FIGURE})",
-            "",
         ]
     )
-    results = {"sources": setup.sources, "targets": setup.targets, "means": means, "claims": claims}
-    results["intervals"] = intervals
-    folder.write_table(intervals, list(intervals[0]), INTERVALS_TABLE)
-    columns = ["source", "attack", "target", "white_box", "success_rate"]
-    return finish_experiment(folder, options, "transfer", scale, results, (rows, columns), report, judged)
+    return Summary(
+        rows=rows,
+        columns=["source", "attack", "target", "white_box", "success_rate"],
+        text=text,
+        evidence=[claim_evidence(name, hits, setup) for name in CLAIMS],
+        figures={
+            FIGURE: lambda path: save_heatmaps(
+                path,
+                {ATTACK_LABELS[attack]: 100 * grid for attack, grid in matrix.items()},
+                setup.sources,
+                setup.targets,
+                title,
+            )
+        },
+        tables={INTERVALS_TABLE: (intervals, list(intervals[0]))},
+        results={"sources": setup.sources, "targets": setup.targets, "means": means, "intervals": intervals},
+    )
+
+
+#: Table 2 on the protocol of :mod:`hmcam.experiments.framework`.
+EXPERIMENT = attack_experiment(
+    name="transfer",
+    settings=SETTINGS,
+    claims=CLAIMS,
+    jobs=transfer_jobs,
+    key=lambda job: "-".join(job),
+    compute=compute_hits,
+    summarize=summarize_transfer,
+)

@@ -1,0 +1,14 @@
+"""Table 2 on the framework: its jobs keep the cache stems of earlier runs, its settings cover every scale."""
+
+from hmcam.experiments.registry import EXPERIMENTS, SCALE_NAMES
+from hmcam.experiments.transfer import CLAIMS, EXPERIMENT, SETTINGS
+
+
+def test_registered_with_its_claims_and_a_setting_per_scale() -> None:
+    assert EXPERIMENTS["transfer"].load() is EXPERIMENT
+    assert EXPERIMENT.name == "transfer" and EXPERIMENT.claims == CLAIMS
+    assert set(SETTINGS) == set(SCALE_NAMES)
+
+
+def test_cache_keys_are_those_of_earlier_runs() -> None:
+    assert EXPERIMENT.key(("SmallCNN", "hmcam")) == "SmallCNN-hmcam"
