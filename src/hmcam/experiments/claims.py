@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hmcam.experiments.inference import ALPHA, TestResult, as_array, paired_interval, test  # noqa: F401 (TEMP)
+from hmcam.experiments.inference import ALPHA, TestResult, as_array, test
 
 #: The verdicts a claim can get.
 VERDICTS = ("supported", "contradicted", "inconclusive", "untestable")

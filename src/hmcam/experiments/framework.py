@@ -151,7 +151,8 @@ def cached(folder: RunFolder, key: str, compute: Callable[[], Outcome]) -> Outco
     """The outcome cached under ``key`` in ``folder``, or ``compute()``'s, cached first (resume after a kill).
 
     Tensors go to ``cache/KEY.safetensors`` (with its metadata sidecar), anything else to
-    ``cache/KEY.outcome.json``; both are written atomically, so a kill leaves no half-written outcome that a resumed run would trust.
+    ``cache/KEY.outcome.json``; both are written atomically, so a kill leaves no half-written outcome
+    that a resumed run would trust.
     """
     tensors, document = (
         folder.file(f"{CACHE_FOLDER}/{key}.safetensors"),

@@ -21,8 +21,8 @@ from hmcam.core.storage import atomic_write
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import judge
 from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_from_records, pool
-from hmcam.experiments.framework import RunOptions
-from hmcam.experiments.setup import CLAIMS_TABLE, AttackScale, calibration_text, claim_table
+from hmcam.experiments.framework import CLAIMS_TABLE, RunOptions, claim_table
+from hmcam.experiments.setup import AttackScale, calibration_text
 from hmcam.reporting.run_folder import CONFIG_FILE, RESULTS_FILE, RunFolder, json_ready
 from hmcam.reporting.tables import markdown_table
 

@@ -1,48 +1,38 @@
-"""What the attack experiments share: the scale, the attacks at one gradient budget, the images, the run folder.
+"""What the attack experiments share: the scale, the attacks at one gradient budget, the zoo and the images.
 
 An :class:`AttackScale` fixes the dataset, the zoo of models (:mod:`hmcam.experiments.zoo`), the
 L-inf radius, the gradient budget N every iterative attack gets (HMCAM: S transitions of T = N / S
-steps, as the paper's T = 50, S = 2 for N = 100), the attacked test images and the seeds. Each
-experiment writes its folder through a :class:`~hmcam.reporting.run_folder.RunFolder`
-(:meth:`RunOptions.run_folder`): attack outcomes are cached there (:func:`cache_file`), so a killed
-experiment continues where it stopped, and :func:`finish_experiment` writes the standard files last.
+steps, as the paper's T = 50, S = 2 for N = 100), the attacked test images and the seeds. A
+:class:`Bench` (:func:`bench`) is what every attack experiment's jobs start from; the hits of
+crafted examples on each target and the per-image differences behind a claim are computed here
+once for all of them. Running, caching and writing files are the framework's
+(:mod:`hmcam.experiments.framework`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypeAlias
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from hmcam.core.batching import fetch
 from hmcam.core.distributed import resolve_device
 from hmcam.data import load_dataset
 from hmcam.evaluation import predict
 from hmcam.experiments.attack_run import AttackSettings
-from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
-from hmcam.experiments.claims import Evidence
-from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_records
 from hmcam.experiments.framework import RunOptions
 from hmcam.experiments.zoo import ZOOS, trained_zoo
-from hmcam.reporting.run_folder import RunFolder
-from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, markdown_table
+from hmcam.reporting.tables import markdown_table
 
 #: The attacks of Table 2, in its row order.
 TABLE_ATTACKS = ("fgsm", "pgd", "mpgd", "aifgsm", "hmcam")
 #: How the tables name them.
 ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "mpgd": "M-PGD", "aifgsm": "AI-FGSM", "hmcam": "HMCAM"}
-#: The folder of a run folder that holds the cached attack outcomes.
-CACHE_FOLDER = "cache"
 #: The table of HMCAM's paired bootstrap intervals against each baseline (transfer, ensemble).
 INTERVALS_TABLE = "intervals.csv"
-#: Every judged claim of a run, one row each (:data:`hmcam.experiments.claims.FIELDS`).
-CLAIMS_TABLE = "claims.csv"
-#: A table: its rows and its columns, in order.
-Table: TypeAlias = tuple[Sequence[dict[str, Any]], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -236,56 +226,6 @@ def image_differences(pairs: Sequence[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
     return 100 * total[count > 0] / count[count > 0]
 
 
-def cache_file(stem: str) -> str:
-    """The name, inside the run folder, of the cached attack outcomes ``stem`` (for :meth:`RunFolder.cached`)."""
-    return f"{CACHE_FOLDER}/{stem}.safetensors"
-
-
-def jobs(items: Sequence[Any], description: str, progress: bool) -> Any:
-    """``items`` with a progress bar."""
-    return tqdm(items, desc=description, unit="job", disable=not progress)
-
-
-def finish_experiment(
-    folder: RunFolder,
-    options: RunOptions,
-    experiment: str,
-    scale: AttackScale,
-    results: dict[str, Any],
-    table: Table,
-    report: str,
-    evidence: Sequence[Evidence],
-) -> dict[str, Any]:
-    """Write the experiment's standard files through ``folder``; returns what an experiment's ``run`` returns.
-
-    ``config.json`` (the experiment, its scale, device, data and model folders), ``results.json``
-    (the experiment and scale with ``results`` and the ``run`` record), ``table`` as ``results.csv``,
-    the judged claims of ``results["claims"]`` as ``claims.csv``, the ``evidence`` they were judged on as
-    ``evidence.json`` (:mod:`hmcam.experiments.evidence`, for pooling over zoos), then ``report.md`` and
-    ``report.html``, last, so their presence marks a finished run. Further tables and figures are
-    written by the experiment before it calls this.
-    """
-    settings = asdict(scale)
-    folder.write_config(
-        {
-            "experiment": experiment,
-            "scale": settings,
-            "device": options.device,
-            "data_root": options.data_root,
-            "models": str(options.models),
-        }
-    )
-    folder.write_results({"experiment": experiment, "scale": settings, **results})
-    rows, columns = table
-    folder.write_table(rows, columns)
-    if results.get("claims"):
-        folder.write_table(results["claims"], CLAIM_FIELDS, CLAIMS_TABLE)
-    folder.write_json(EVIDENCE_FILE, evidence_records(evidence))
-    report = f"{report.rstrip()}\n\n{calibration_text(scale)}"
-    folder.write_report(report)
-    return {"out": str(folder.path), **results, "report": report}
-
-
 def calibration_text(scale: AttackScale) -> str:
     """The Markdown of the scale's eps calibration (:mod:`hmcam.experiments.calibration`), or that eps was fixed."""
     if not scale.calibration:
@@ -309,8 +249,3 @@ def calibration_markdown(found: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
-
-
-def claim_table(claims: Sequence[dict[str, Any]]) -> str:
-    """The Markdown table of judged claims: paper, ours, estimate with its interval, Holm's p, verdict."""
-    return markdown_table(claim_rows(claims), CLAIM_COLUMNS)
