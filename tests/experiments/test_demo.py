@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hmcam.experiments.claims import FIELDS, VERDICTS
-from hmcam.experiments.demo import (
-    CLAIMS,
-    COLUMNS,
-    GRID,
-    SEQUENCE_COLUMNS,
-    SOURCE,
-    TARGET,
-    main_summary,
-    run_demo,
-)
+from hmcam.experiments.demo import CLAIMS, DESIGN, EXPERIMENT, main_summary
+from hmcam.experiments.demo_report import COLUMNS, SEQUENCE_COLUMNS, SOURCE, TARGET
+from hmcam.experiments.framework import RunOptions
+
+
+def run_smoke(out: Path) -> dict[str, Any]:
+    """The demo's smoke scale: 32 test images, both networks trained one epoch on 1000 images."""
+    return EXPERIMENT.run(EXPERIMENT.scale("smoke"), RunOptions(out, progress=False))
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The demo on 32 test images with both networks trained one epoch on 1000 images."""
-    out = tmp_path_factory.mktemp("demo")
-    return run_demo(out, examples=32, epochs=1, train_limit=1000, calibration_images=64, progress=False)
+    """The demo at its smoke scale."""
+    return run_smoke(tmp_path_factory.mktemp("demo"))
 
 
 def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
@@ -44,7 +42,8 @@ def test_the_demo_writes_its_run_folder(demo: dict[str, Any]) -> None:
     for name in ("success.png", "grid.png", "chain.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     config = json.loads((out / "config.json").read_text())
-    assert config["kind"] == "demo" and (config["source"], config["target"]) == (SOURCE, TARGET)
+    assert config["kind"] == "experiment" and config["experiment"] == "demo"
+    assert config["scale"]["examples"] == 32 and config["settings"]["budget"] == DESIGN.budget
     assert SOURCE != TARGET  # the black-box column is a network of another design
     for role in ("source", "target"):
         assert (out / role / "report.html").is_file()  # each model's training run has its own page
@@ -62,11 +61,11 @@ def test_eps_is_calibrated_on_held_out_images(demo: dict[str, Any]) -> None:
     out = Path(demo["out"])
     results = json.loads((out / "results.json").read_text())
     calibration = results["calibration"]
-    assert calibration["grid"] == list(GRID) and calibration["held_out"] == [32, 32 + 64]
+    assert calibration["grid"] == list(DESIGN.grid) and calibration["held_out"] == [32, 32 + 64]
     assert results["eps"] == demo["eps"] == calibration["chosen"]
     # The chosen eps is the grid's closest to the paper's white-box 92.7%.
     gaps = [abs(rate - 92.7) for rate in calibration["white_box"]]
-    assert calibration["white_box"][GRID.index(calibration["chosen"])] - 92.7 in (min(gaps), -min(gaps))
+    assert calibration["white_box"][DESIGN.grid.index(calibration["chosen"])] - 92.7 in (min(gaps), -min(gaps))
     assert "### Calibration of eps" in (out / "report.md").read_text()
     assert f"eps {demo['eps']:.4g}, calibrated" in main_summary(demo)
 
@@ -86,7 +85,7 @@ def test_the_claims_are_judged_per_image(demo: dict[str, Any]) -> None:
     table = list(csv.DictReader((out / "claims.csv").open()))
     assert list(table[0]) == list(FIELDS) and [row["name"] for row in table] == list(CLAIMS)
     report = (out / "report.md").read_text()
-    assert "## The claims" in report and "estimate [95% CI]" in report
+    assert "## The claims" in report and "### Claims" in report and "estimate [95% CI]" in report
 
 
 def test_the_sequence_has_its_diagnostics(demo: dict[str, Any]) -> None:
@@ -104,8 +103,13 @@ def test_the_summary_names_the_page_and_a_second_run_reuses_the_models(demo: dic
     printed = main_summary(demo)
     assert f"report page: {out / 'report.html'}" in printed and "| hmcam |" in printed
     stamp = (out / "source" / "state.safetensors").stat().st_mtime_ns
-    again = run_demo(out, examples=32, epochs=1, train_limit=1000, calibration_images=64, progress=False)
+    shutil.rmtree(out / "cache")  # the jobs' outcomes: attacked again, not read back
+    again = run_smoke(out)
     assert (out / "source" / "state.safetensors").stat().st_mtime_ns == stamp
-    # Seeded attacks on the same reloaded models: the same outcomes.
-    for key in ("white_box_success", "black_box_success"):
-        assert [row[key] for row in again["records"]] == [row[key] for row in demo["records"]]
+    # Seeded attacks on the same reloaded models: the same outcomes, and the same outcomes read from the cache.
+    assert again["attacks"] == [
+        {**row, "seconds": again["attacks"][i]["seconds"]} for i, row in enumerate(demo["attacks"])
+    ]
+    cached = run_smoke(out)
+    assert cached["attacks"] == again["attacks"] and cached["sequence"] == again["sequence"]
+    assert cached["claims"] == again["claims"]
