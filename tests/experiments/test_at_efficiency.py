@@ -1,4 +1,4 @@
-"""The equal-cost training comparison: budgets, sweep, statistics, the smoke run's files, resume, command line."""
+"""The equal-cost training comparison: budgets, sweep, statistics, convergence, the smoke run's files, resume."""
 
 from __future__ import annotations
 
@@ -12,28 +12,23 @@ from typing import Any
 import pytest
 from matplotlib import image
 
-from hmcam.cli import experiment as experiment_cli
-from hmcam.cli import main
 from hmcam.core.validate import choose
-from hmcam.experiments.at_efficiency import (
-    ATTACKS,
-    CLAIMS,
-    SCALES,
-    arm_epochs,
+from hmcam.experiments.at_efficiency import CLAIMS, EXPERIMENT, SCALES, Scale, key, plan, restrict, runs
+from hmcam.experiments.at_efficiency_claims import (
+    CONVERGED_GAIN,
     compare,
-    judge_studies,
+    converged,
+    last_gain,
+    mean_curve,
     oscillation,
-    plan,
-    planned_passes,
-    restrict,
-    run_efficiency,
+    run_evidence,
     spread_summary,
     sweep_claims,
-    sweep_folder,
-    sweep_studies,
 )
-from hmcam.experiments.at_efficiency_claims import last_gain, mean_curve
-from hmcam.experiments.claims import FIELDS, VERDICTS
+from hmcam.experiments.at_efficiency_plan import ATTACKS, arm_epochs, at_budget, budgets, planned_passes
+from hmcam.experiments.at_efficiency_run import arm_folder
+from hmcam.experiments.claims import FIELDS, VERDICTS, judge
+from hmcam.experiments.framework import RunOptions
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,12 +36,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The whole smoke scale (8 methods x 2 seeds, 3 of them also at 2 more budgets), run once for this module."""
-    out = tmp_path_factory.mktemp("smoke")
-    return run_efficiency(SCALES["smoke"], out, device="cpu", progress=False)
+    return _run(SCALES["smoke"], tmp_path_factory.mktemp("smoke"))
 
 
-def test_the_command_line_offers_every_scale() -> None:
-    assert set(experiment_cli.SCALES) == set(SCALES)
+def _run(scale: Scale, out: Path) -> dict[str, Any]:
+    return EXPERIMENT.run(scale, RunOptions(out, progress=False))
+
+
+def judge_studies(runs: list[dict[str, Any]], scale: Scale) -> list[dict[str, Any]]:
+    """The judged claim records of ``runs`` (every budget), as the framework judges them."""
+    return judge(run_evidence(runs, scale))
 
 
 def test_spread_and_comparison_by_hand() -> None:
@@ -105,7 +104,7 @@ DROPS = {"YOPO": [10.0, 10.5, 11.0]}
 def test_claims_are_judged_over_seeds_by_hand() -> None:
     scale = restrict(SCALES["smoke"], sweep=())
     study = scale.studies[0].name
-    records = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)[study]
+    records = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)
     assert all(set(FIELDS) <= set(record) and record["verdict"] in VERDICTS for record in records)
     found = {record["name"]: record for record in records}
     assert list(found) == [
@@ -135,7 +134,7 @@ def test_claims_are_judged_over_seeds_by_hand() -> None:
     assert found["steady-vs-yopo"]["direction"] == "less"
     assert found["steady-vs-yopo"]["estimate"] == pytest.approx(-10.5)
     # Five points of clean accuracy lost: significantly more than the margin.
-    worse = judge_studies(_runs(study, AUTOATTACK, {**CLEAN, "CAT": [77.0, 77.1, 77.2]}, DROPS), scale)[study]
+    worse = judge_studies(_runs(study, AUTOATTACK, {**CLEAN, "CAT": [77.0, 77.1, 77.2]}, DROPS), scale)
     assert worse[3]["name"] == "clean-vs-pgd-at" and worse[3]["verdict"] == "contradicted"
 
 
@@ -143,21 +142,25 @@ def test_claims_need_two_seeds_the_arms_and_one_family_per_run() -> None:
     scale = restrict(SCALES["smoke"], sweep=())
     study = scale.studies[0].name
     one_seed = {arm: values[:1] for arm, values in AUTOATTACK.items()}
-    records = judge_studies(_runs(study, one_seed, CLEAN, DROPS), scale)[study]
+    records = judge_studies(_runs(study, one_seed, CLEAN, DROPS), scale)
     assert len(records) == 6 and all(record["verdict"] == "untestable" for record in records)
     assert {record["reason"] for record in records} == {"needs at least 2 seeds per arm"}
-    # Claims about arms the study lacks are left out; none at all without CAT.
+    # Claims about arms the study lacks are untestable; all of them without CAT.
     partial = {arm: AUTOATTACK[arm] for arm in ("CAT", "Free")}
-    assert [r["name"] for r in judge_studies(_runs(study, partial, CLEAN, DROPS), scale)[study]] == ["cat-vs-free"]
-    assert judge_studies(_runs(study, {"Free": AUTOATTACK["Free"]}, CLEAN, DROPS), scale)[study] == []
+    judged = judge_studies(_runs(study, partial, CLEAN, DROPS), scale)
+    assert [r["name"] for r in judged] == list(CLAIMS)
+    assert [r["name"] for r in judged if r["verdict"] != "untestable"] == ["cat-vs-free"]
+    assert next(r for r in judged if r["name"] == "jcd-vs-ce")["reason"] == "no runs of CAT and CAT-CE"
+    alone = judge_studies(_runs(study, {"Free": AUTOATTACK["Free"]}, CLEAN, DROPS), scale)
+    assert {r["verdict"] for r in alone} == {"untestable"} and len(alone) == len(CLAIMS)
     # Two studies: one Holm family of twelve claims, each named after its study.
     twice = dataclasses.replace(scale, studies=(scale.studies[0], dataclasses.replace(scale.studies[0], name="b")))
     runs = _runs(study, AUTOATTACK, CLEAN, DROPS) + _runs("b", AUTOATTACK, CLEAN, DROPS)
     both = judge_studies(runs, twice)
-    assert both["b"][0]["name"] == "b/cat-vs-pgd-at" and both["b"][0]["claim"].endswith("[b]")
-    alone = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)[study]
-    assert both[study][0]["p_value"] == alone[0]["p_value"]
-    assert both[study][0]["p_adjusted"] > alone[0]["p_adjusted"]
+    assert len(both) == 12 and both[6]["name"] == "b/cat-vs-pgd-at" and both[6]["claim"].endswith("[b]")
+    alone = judge_studies(_runs(study, AUTOATTACK, CLEAN, DROPS), scale)
+    assert both[0]["name"] == f"{study}/cat-vs-pgd-at" and both[0]["p_value"] == alone[0]["p_value"]
+    assert both[0]["p_adjusted"] > alone[0]["p_adjusted"]
     assert set(CLAIMS) == {record["name"] for record in alone}
 
 
@@ -167,30 +170,33 @@ def test_oscillation_sums_the_drops_of_robust_accuracy() -> None:
     assert oscillation([{"robust": 0.1}, {"robust": 0.4}]) == 0.0
 
 
-def test_sweep_claims_are_declared_per_budget_and_judged_by_hand() -> None:
+def test_sweep_claims_are_declared_per_budget_but_the_main_one_and_judged_by_hand() -> None:
     scale = SCALES["smoke"]
     study = scale.studies[0]
     declared = [claim.name for claim in sweep_claims(study)]
-    assert declared == [f"sweep-{b}/cat-vs-{r}" for b in (3, 6, 9) for r in ("pgd-at", "trades")]
-    # CAT clearly ahead at 3 and 6 passes, level with both rivals at 9 (the main runs give budget 6).
-    runs = _runs(study.name, {**AUTOATTACK, "TRADES": [38.0, 38.5, 39.0]}, CLEAN, DROPS)
+    # The main budget (6) is one of the sweep's: the main claims judge it, the sweep only the others.
+    assert study.budget == 6 and declared == [f"sweep-{b}/cat-vs-{r}" for b in (3, 9) for r in ("pgd-at", "trades")]
+    # CAT clearly ahead at 3 passes, level with both rivals at 9.
+    main = _runs(study.name, {**AUTOATTACK, "TRADES": [38.0, 38.5, 39.0]}, CLEAN, DROPS)
     swept = _runs(study.name, {a: AUTOATTACK[a] for a in ("CAT", "PGD-AT")} | {"TRADES": [40, 39, 41]}, {}, {}, 3)
     level = {"CAT": [45.0, 46.0, 45.5], "PGD-AT": [46.0, 45.0, 45.5], "TRADES": [45.5, 45.0, 46.0]}
     swept += _runs(study.name, level, {}, {}, 9)
-    records = judge_studies(runs, scale, swept)[study.name]
+    records = judge_studies(main + swept, scale)
     assert all(set(FIELDS) <= set(record) and record["verdict"] in VERDICTS for record in records)
     found = {record["name"]: record for record in records if record["name"].startswith("sweep-")}
     assert list(found) == declared and [r["name"] for r in records][: len(CLAIMS)] == list(CLAIMS)
-    assert [found[name]["verdict"] for name in declared] == ["supported"] * 4 + ["inconclusive"] * 2
+    assert [found[name]["verdict"] for name in declared] == ["supported"] * 2 + ["inconclusive"] * 2
     assert all(record["unit"] == "seeds" and record["n"] == 3 for record in found.values())
     assert found["sweep-3/cat-vs-pgd-at"]["estimate"] == pytest.approx(7.0)
     assert "weight updates per example: CAT 4, PGD-AT 2" in found["sweep-3/cat-vs-pgd-at"]["ours"]
+    # The sweep's runs do not enter the main claims: those are the same with or without them.
+    alone = {r["name"]: r["estimate"] for r in judge_studies(main, scale) if not r["name"].startswith("sweep-")}
+    assert alone == {r["name"]: r["estimate"] for r in records if not r["name"].startswith("sweep-")}
     # Without the other budgets' runs those claims are untestable, and one seed is too few.
-    missing = {r["name"]: r for r in judge_studies(runs, scale)[study.name]}
+    missing = {r["name"]: r for r in judge_studies(main, scale)}
     assert missing["sweep-9/cat-vs-trades"]["verdict"] == "untestable"
-    assert missing["sweep-6/cat-vs-trades"]["verdict"] == "supported"
-    one = judge_studies([r for r in runs if r["seed"] == 0], scale)[study.name]
-    assert {r["reason"] for r in one if r["name"] == "sweep-6/cat-vs-pgd-at"} == {"needs at least 2 seeds per arm"}
+    one = judge_studies([r for r in main + swept if r["seed"] == 0], scale)
+    assert {r["reason"] for r in one if r["name"] == "sweep-3/cat-vs-pgd-at"} == {"needs at least 2 seeds per arm"}
 
 
 def test_mean_curve_and_last_epoch_gain() -> None:
@@ -205,37 +211,47 @@ def test_mean_curve_and_last_epoch_gain() -> None:
     assert last_gain(mean[:1]) == {"clean": None, "robust": None}
 
 
+def test_an_arm_converged_when_its_last_epoch_gained_under_the_threshold() -> None:
+    assert CONVERGED_GAIN == 0.01
+    assert converged(0.009) is True and converged(-0.02) is True
+    assert converged(0.01) is False and converged(0.03) is False
+    assert converged(None) is None
+
+
 def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
     scale = SCALES["small"]
     study = scale.studies[0]
-    assert scale.seeds == (0, 1, 2, 3, 4) and study.budget == 20 and study.eps == 0.1
+    assert scale.seeds == (0, 1, 2, 3, 4) and study.budget == 40 and study.eps == 0.1
     assert study.model == "mlp" and "train_limit" not in study.train and study.test_limit is None
     assert study.train["schedule"] == "cosine" and study.robust_examples == study.eval_batch_size == 200
     epochs = {arm.label: arm_epochs(study, arm) for arm in study.arms}
     # Passes per minibatch: natural 1, PGD-7 and Free-8 8, fast 2, TRADES-7 7 + 7/3, CAT T4 K1 4 (1 + 1) + 4/3,
     # CAT-CE 8.
     assert {k: v for k, v in epochs.items() if k != "YOPO"} == {
-        "natural": 20,
-        "PGD-AT": 2,
-        "Free": 2,
-        "fast": 10,
-        "TRADES": 2,
-        "CAT": 2,
-        "CAT-CE": 2,
+        "natural": 40,
+        "PGD-AT": 5,
+        "Free": 5,
+        "fast": 20,
+        "TRADES": 4,
+        "CAT": 4,
+        "CAT-CE": 5,
     }
     yopo = next(arm for arm in study.arms if arm.label == "YOPO")
     passes = planned_passes(study, yopo)
     # YOPO-5-3: five full passes and five through the first layer, a large share of the MLP's multiply-adds.
     assert 5 < passes < 10
-    assert epochs["YOPO"] == round(20 / passes)
+    assert epochs["YOPO"] == round(40 / passes)
     # The sweep: CAT, PGD-AT and TRADES at three budgets, the main one among them, shown in the plan.
     assert len(study.sweep) >= 3 and study.budget in study.sweep
     assert set(study.sweep_arms) == {"CAT", "PGD-AT", "TRADES"}
     shown = plan(scale)["studies"][0]["sweep"]
     assert [row["budget"] for row in shown] == sorted(study.sweep)
     assert all(set(row["arms"]) == set(study.sweep_arms) for row in shown)
-    assert [row["arms"]["CAT"] for row in shown] == [1, 2, 4]
-    assert [s.budget for s in sweep_studies(study)] == [10, 40]
+    assert list(study.sweep) == [10, 20, 40] and [row["arms"]["CAT"] for row in shown] == [1, 2, 4]
+    assert list(budgets(study)) == [40, 10, 20]
+    assert [arm.label for arm in at_budget(study, 10).arms] == ["PGD-AT", "TRADES", "CAT"]
+    # 8 arms at 40 passes, 3 at 10 and 20, 5 seeds each: 70 runs, none twice.
+    assert len(runs(scale)) == 70 == len({key(job) for job in runs(scale)})
 
 
 def test_paper_scale_has_the_papers_settings() -> None:
@@ -269,6 +285,10 @@ def test_restrict_checks_what_it_is_given() -> None:
         choose("scale", "huge", SCALES)
 
 
+def _cached(out: Path, budget: float, arm: str, seed: int) -> Path:
+    return out / "cache" / f"{key((budget, 'fashion-mnist-mlp', arm, seed))}.outcome.json"
+
+
 def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) -> None:
     out = Path(smoke["out"])
     study = SCALES["smoke"].studies[0]
@@ -284,7 +304,8 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
         # The worst case counts an example robust only if it survives every attack.
         assert accuracies["worst"] <= min(accuracies[name] for name in ATTACKS) + 1e-9
         assert float(row["train_minutes"]) > 0
-    summary = json.loads((out / "results.json").read_text())["studies"][study.name]
+    results = json.loads((out / "results.json").read_text())
+    summary = results["studies"][study.name]
     assert set(summary["arms"]) == {arm.label for arm in study.arms}
     natural = [float(r["clean"]) for r in rows if r["arm"] == "natural"]
     assert summary["arms"]["natural"]["clean"]["mean"] == pytest.approx(sum(natural) / 2)
@@ -295,26 +316,36 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     report = (out / "report.md").read_text()
     for text in ("CAT is more robust than PGD-AT", "than Free", "than YOPO", "J_cd", "Fig. 5", "| CAT-CE |"):
         assert text in report
-    assert f"![curves]({figure.name})" in report and "last-epoch gain" in report and "### Budget sweep" in report
+    assert f"![{figure.stem}]({figure.name})" in report and "last-epoch gain" in report
+    assert "### Budget sweep" in report and "### Convergence" in report and "### Claims" in report
     # The figure's curves are the means over seeds of what the trainer recorded per epoch.
-    per_seed = [json.loads((out / study.name / f"CAT-seed{s}" / "result.json").read_text())["curve"] for s in (0, 1)]
+    per_seed = [json.loads(_cached(out, 6, "CAT", s).read_text())["curve"] for s in (0, 1)]
     assert summary["curves"]["CAT"] == mean_curve(per_seed)
-    assert summary["last_gain"]["natural"]["clean"] == pytest.approx(
+    gains = summary["last_gain"]
+    assert gains["natural"]["clean"] == pytest.approx(
         summary["curves"]["natural"][-1]["clean"] - summary["curves"]["natural"][-2]["clean"]
     )
-    claims = json.loads((out / "results.json").read_text())["claims"]
+    # Convergence per arm at the main budget: the robust gain of the last epoch against the threshold.
+    assert summary["converged_gain"] == CONVERGED_GAIN
+    assert summary["converged"] == {label: converged(gain["robust"]) for label, gain in gains.items()}
+    late = [arm.label for arm in study.arms if summary["converged"][arm.label] is False]
+    listed = f"in the last epoch, mean over seeds): {', '.join(late)}."
+    assert (listed in report) == bool(late)
+    assert ("Every arm with a measured last epoch converged" in report) != bool(late)
+    claims = results["claims"]
     assert [claim["name"] for claim in claims] == [*CLAIMS, *(claim.name for claim in sweep_claims(study))]
-    assert len(claims) == 12 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
+    assert len(claims) == 10 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
     assert all(set(FIELDS) <= set(claim) and claim["unit"] == "seeds" and claim["n"] == 2 for claim in claims)
     table = list(csv.DictReader((out / "claims.csv").open()))
     assert [row["name"] for row in table] == [claim["name"] for claim in claims] and list(table[0]) == list(FIELDS)
     assert smoke["claims"] == claims
     assert "estimate [95% CI]" in report
     assert json.loads((out / "config.json").read_text())["experiment"] == "at-efficiency"
-    assert (out / "report.html").is_file()
-    curve = json.loads((out / study.name / "natural-seed0" / "result.json").read_text())["curve"]
+    assert (out / "report.html").is_file() and (out / "summary.csv").is_file()
+    curve = json.loads(_cached(out, 6, "natural", 0).read_text())["curve"]
     assert [point["epoch"] for point in curve] == list(range(1, 7))  # a budget of 6 passes
     assert all(b["passes"] > a["passes"] and b["minutes"] > a["minutes"] for a, b in pairwise(curve))
+    assert (arm_folder(out, study, study.arms[0], 0) / "train").is_dir()
 
 
 def test_smoke_run_sweeps_the_budget_and_counts_weight_updates(smoke: dict[str, Any]) -> None:
@@ -326,60 +357,44 @@ def test_smoke_run_sweeps_the_budget_and_counts_weight_updates(smoke: dict[str, 
     )
     assert len(rows) == 3 * 2 * 2
     for row in rows:
-        swept = next(s for s in sweep_studies(study) if s.budget == float(row["budget"]))
-        arm = next(arm for arm in study.arms if arm.label == row["arm"])
+        swept = at_budget(study, float(row["budget"]))
+        arm = next(arm for arm in swept.arms if arm.label == row["arm"])
         assert int(row["epochs"]) == arm_epochs(swept, arm)
-        run = sweep_folder(out, swept) / study.name / f"{arm.label}-seed{row['seed']}" / "result.json"
+        run = _cached(out, float(row["budget"]), arm.label, int(row["seed"]))
         assert json.loads(run.read_text())["budget"] == float(row["budget"])
+        assert (arm_folder(out, swept, arm, int(row["seed"])) / "train").is_dir()
     # Weight updates per example: one per minibatch and epoch, T per minibatch for Free, CAT and CAT-CE.
     main = {(r["arm"], r["seed"]): r for r in csv.DictReader((out / "results.csv").open())}
     replays = {"natural": 1, "PGD-AT": 1, "TRADES": 1, "fast": 1, "Free": 2, "CAT": 2, "CAT-CE": 2}
     for (label, _), row in main.items():
         if label in replays:
             assert float(row["updates"]) == pytest.approx(int(row["epochs"]) * replays[label]), label
-    sweep = json.loads((out / "results.json").read_text())["studies"][study.name]["sweep"]
+    results = json.loads((out / "results.json").read_text())
+    sweep = results["studies"][study.name]["sweep"]
     assert [row["budget"] for row in sweep] == [3, 6, 9]
     assert all(set(row["arms"]) == set(study.sweep_arms) for row in sweep)
     assert all(row["arms"]["CAT"]["autoattack"]["std"] >= 0 for row in sweep)
-    config = json.loads((out / "config.json").read_text())
-    assert [row["budget"] for row in config["studies"][0]["sweep"]] == [3, 6, 9]
+    # The main runs at 6 passes are the sweep's at 6: one run each, one cached result.
+    assert sweep[1]["arms"]["CAT"] == results["studies"][study.name]["arms"]["CAT"]
+    assert len(list((out / "cache").glob("*.outcome.json"))) == len(runs(SCALES["smoke"])) == 8 * 2 + 3 * 2 * 2
+    assert [row["budget"] for row in results["plan"]["studies"][0]["sweep"]] == [3, 6, 9]
 
 
-def test_an_interrupted_run_resumes_to_the_same_results(tmp_path: Path) -> None:
+def test_a_second_run_reuses_the_cache_and_refuses_another_plan(tmp_path: Path) -> None:
     scale = restrict(SCALES["smoke"], seeds=[0], methods=["natural", "cat"], budget=3, sweep=())
-    whole = run_efficiency(scale, tmp_path / "whole", device="cpu", progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop(result: dict[str, Any]) -> None:
-        raise Stop
-
-    with pytest.raises(Stop):
-        run_efficiency(scale, tmp_path / "cut", device="cpu", progress=False, callback=stop)
-    assert not (tmp_path / "cut" / "report.md").exists()
-    done = tmp_path / "cut" / "fashion-mnist-mlp" / "natural-seed0" / "result.json"
-    first = done.stat().st_mtime_ns
-    resumed = run_efficiency(scale, tmp_path / "cut", device="cpu", progress=False)
-    assert done.stat().st_mtime_ns == first  # the finished run is read back, not run again
-    for label, metrics in whole["summary"]["fashion-mnist-mlp"]["arms"].items():
-        again = resumed["summary"]["fashion-mnist-mlp"]["arms"][label]
-        for name in ("clean", *ATTACKS, "worst", "passes"):
-            assert again[name]["mean"] == pytest.approx(metrics[name]["mean"], abs=1e-6), (label, name)
-    with pytest.raises(ValueError, match="holds a run of another plan"):
-        run_efficiency(restrict(scale, budget=4), tmp_path / "cut", device="cpu", progress=False)
-
-
-def test_command_line_runs_a_scale_and_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    arguments = ["experiment", "at-efficiency", "--scale", "smoke", "--out", str(out), "--no-progress"]
-    assert main([*arguments, "--methods", "natural", "--seeds", "4", "--budget", "1", "--device", "cpu"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert set(printed["means"]["fashion-mnist-mlp"]) == {"natural"}
-    assert (out / "report.md").exists()
-    assert main([*arguments, "--methods", "natural,nope"]) == 2
-    assert "unknown method(s) ['nope']" in capsys.readouterr().err
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert main(["experiment", "at-efficiency", "--out", str(blocker / "x"), "--no-progress"]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err
+    first = _run(scale, tmp_path)
+    done = {arm: _cached(tmp_path, 3, arm, 0) for arm in ("natural", "CAT")}
+    stamps = {arm: path.stat().st_mtime_ns for arm, path in done.items()}
+    # A run killed after its first job: the finished job is read back, the other one is computed again.
+    done["CAT"].unlink()
+    (tmp_path / "report.md").unlink()
+    again = _run(scale, tmp_path)
+    assert done["natural"].stat().st_mtime_ns == stamps["natural"] and done["CAT"].exists()
+    assert again["studies"] == first["studies"] and again["rows"] == first["rows"]
+    assert [c["estimate"] for c in again["claims"]] == [c["estimate"] for c in first["claims"]]
+    stamps = {arm: path.stat().st_mtime_ns for arm, path in done.items()}
+    _run(scale, tmp_path)
+    assert {arm: path.stat().st_mtime_ns for arm, path in done.items()} == stamps
+    # The same keys computing something else (another training subset) are refused.
+    with pytest.raises(ValueError, match="holds a run of another plan for budget-3-fashion-mnist-mlp-CAT-seed0"):
+        _run(restrict(scale, train_limit=64), tmp_path)

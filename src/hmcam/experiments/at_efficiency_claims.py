@@ -2,10 +2,12 @@
 
 Pure functions of the runs' results (no training, no files); :mod:`hmcam.experiments.at_efficiency_report`
 lays them out. The paper's claims (:data:`CLAIMS`) are declared here, before any run, and judged by the
-claims engine (:func:`hmcam.experiments.claims.judge`) with the training seed as the unit: each arm's
-values over its seeds are an independent sample, CAT's against its rival's by Welch's t-test, and all
-claims of all studies of a run are one Holm family (``docs/experiments.md``, Adversarial training at
-equal cost).
+claims engine (:func:`hmcam.experiments.claims.judge`, called by the experiment framework on
+:func:`run_evidence`) with the training seed as the unit: each arm's values over its seeds are an
+independent sample, CAT's against its rival's by Welch's t-test, and all claims of all studies of a run
+are one Holm family (``docs/experiments.md``, Adversarial training at equal cost). A run's result
+carries its ``budget``: the main comparison is the runs at each study's own budget, the sweep those at
+its other budgets.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hmcam.experiments.at_efficiency_plan import METRICS, Scale, Study
-from hmcam.experiments.claims import Claim, Evidence, judge
+from hmcam.experiments.claims import Claim, Evidence
 
 #: The paper's differences, CAT minus each rival, in points on PreAct-ResNet18 / CIFAR-10 (Table 4).
 PAPER_DIFFERENCES = {
@@ -37,8 +39,11 @@ SHOWN = ("pgd", "mpgd", "cwlinf", "worst")
 RIVALS = ("PGD-AT", "Free", "YOPO")
 #: Why a claim is untestable when an arm has a single seed: Welch's test needs a spread on both sides.
 FEW_SEEDS = "needs at least 2 seeds per arm"
-#: The rivals CAT is judged against at every budget of a study's sweep.
+#: The rivals CAT is judged against at every budget of a study's sweep other than its own.
 SWEEP_RIVALS = ("PGD-AT", "TRADES")
+#: An arm has converged when its mean robust accuracy over seeds rose by less than this (a fraction: 1 point)
+#: in the last epoch at the main budget. Reported beside the claims; it changes no verdict.
+CONVERGED_GAIN = 0.01
 EXPERIMENT = "at-efficiency"
 
 
@@ -101,6 +106,17 @@ CLAIMS: dict[str, Claim] = {
 }
 
 
+#: The arm each claim of :data:`CLAIMS` compares CAT with.
+CLAIM_RIVALS = {
+    **{f"cat-vs-{rival.lower()}": rival for rival in RIVALS},
+    "clean-vs-pgd-at": "PGD-AT",
+    "jcd-vs-ce": "CAT-CE",
+    "steady-vs-yopo": "YOPO",
+}
+#: The per-seed value each claim of :data:`CLAIMS` is judged on, where it is not :data:`JUDGED`.
+CLAIM_METRICS = {"clean-vs-pgd-at": "clean", "steady-vs-yopo": "oscillation"}
+
+
 def sweep_claim(rival: str, budget: float) -> Claim:
     """The claim that CAT beats ``rival`` under AutoAttack at ``budget`` gradient passes per example (the sweep)."""
     return Claim(
@@ -115,14 +131,16 @@ def sweep_claim(rival: str, budget: float) -> Claim:
 
 
 def _sweep_pairs(study: Study) -> list[tuple[float, str]]:
-    # (budget, rival) of every sweep claim of ``study``: none unless CAT is among its sweep arms.
+    # (budget, rival) of every sweep claim of ``study``: none unless CAT is among its sweep arms, none at the
+    # study's own budget (the main claims judge that one).
     if "CAT" not in study.sweep_arms:
         return []
-    return [(budget, rival) for budget in sorted(study.sweep) for rival in SWEEP_RIVALS if rival in study.sweep_arms]
+    others = sorted(set(study.sweep) - {study.budget})
+    return [(budget, rival) for budget in others for rival in SWEEP_RIVALS if rival in study.sweep_arms]
 
 
 def sweep_claims(study: Study) -> list[Claim]:
-    """The sweep's claims of ``study``, declared from its plan: each budget of its sweep, each rival it trains."""
+    """The sweep's claims of ``study``, declared from its plan: each budget of its sweep but its own, each rival."""
     return [sweep_claim(rival, budget) for budget, rival in _sweep_pairs(study)]
 
 
@@ -137,7 +155,7 @@ def spread_summary(values: Sequence[float]) -> dict[str, float]:
 
 
 def compare(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
-    """The difference of means ``first - second`` (descriptive: the claims are tested by :func:`judge_studies`)."""
+    """The difference of means ``first - second`` (descriptive: the claims are tested on :func:`run_evidence`)."""
     return {"difference": statistics.fmean(first) - statistics.fmean(second)}
 
 
@@ -172,6 +190,11 @@ def last_gain(curve: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     return gains
 
 
+def converged(gain: float | None) -> bool | None:
+    """Whether a last-epoch robust gain is under :data:`CONVERGED_GAIN` (None when it was not measured)."""
+    return None if gain is None else gain < CONVERGED_GAIN
+
+
 def _spreads(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {metric: spread_summary([run[metric] for run in runs]) for metric in METRICS}
 
@@ -189,18 +212,21 @@ def sweep_summary(study: Study, runs: Sequence[dict[str, Any]]) -> list[dict[str
     return rows
 
 
-def summarize(results: Sequence[dict[str, Any]], scale: Scale, swept: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Per study: each arm's spreads, mean curve, last-epoch gain and oscillation, the differences, the sweep.
+def study_summaries(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, Any]:
+    """Per study: each arm's spreads, mean curve, last-epoch gain, convergence, oscillation, differences, sweep.
 
-    ``results`` are the runs at each study's budget, ``swept`` those at its sweep's other budgets.
+    ``results`` are every run of the scale, at every budget: all but the sweep's come from the runs at
+    each study's own budget.
     """
     studies: dict[str, Any] = {}
     for study in scale.studies:
-        mine = [result for result in results if result["study"] == study.name]
-        rows = {arm.label: [result for result in mine if result["arm"] == arm.label] for arm in study.arms}
+        everywhere = [run for run in results if run["study"] == study.name]
+        mine = [run for run in everywhere if run["budget"] == study.budget]
+        rows = {arm.label: [run for run in mine if run["arm"] == arm.label] for arm in study.arms}
         rows = {label: runs for label, runs in rows.items() if runs}
         arms = {label: _spreads(runs) for label, runs in rows.items()}
         curves = {label: mean_curve([run["curve"] for run in runs]) for label, runs in rows.items()}
+        gains = {label: last_gain(curve) for label, curve in curves.items()}
         differences = {
             f"{a} - {b}": {m: compare([r[m] for r in rows[a]], [r[m] for r in rows[b]]) for m in METRICS}
             for a in arms
@@ -209,12 +235,15 @@ def summarize(results: Sequence[dict[str, Any]], scale: Scale, swept: Sequence[d
         }
         drops = {label: statistics.fmean(oscillation(run["curve"]) for run in runs) for label, runs in rows.items()}
         studies[study.name] = {
+            "budget": study.budget,
             "arms": arms,
             "differences": differences,
             "oscillation": drops,
             "curves": curves,
-            "last_gain": {label: last_gain(curve) for label, curve in curves.items()},
-            "sweep": sweep_summary(study, mine + [run for run in swept if run["study"] == study.name]),
+            "last_gain": gains,
+            "converged": {label: converged(gain["robust"]) for label, gain in gains.items()},
+            "converged_gain": CONVERGED_GAIN,
+            "sweep": sweep_summary(study, everywhere),
             "seeds": list(scale.seeds),
         }
     return studies
@@ -258,32 +287,37 @@ def _robustness_sentence(arms: dict[str, list[dict[str, Any]]], rival: str) -> s
     )
 
 
+def _measured(name: str, arms: dict[str, list[dict[str, Any]]], rival: str) -> str:
+    """What a claim of :data:`CLAIMS` measures, CAT against ``rival``, as its ``ours`` sentence."""
+    if name.startswith("cat-vs-"):
+        return _robustness_sentence(arms, rival)
+    if name == "clean-vs-pgd-at":
+        return f"{_difference(arms, 'CAT', rival, 'clean'):+.1f} points (margin -{CLEAN_MARGIN:g})"
+    if name == "jcd-vs-ce":
+        shown = ", ".join(f"{_difference(arms, 'CAT', rival, m):+.1f} {m}" for m in ("pgd", "worst"))
+        return f"{_difference(arms, 'CAT', rival, JUDGED):+.1f} {JUDGED} points (judged); {shown} points"
+    drops = {label: statistics.fmean(seed_values(arms[label], "oscillation")) for label in ("CAT", rival)}
+    return (
+        f"total per-epoch drop of robust accuracy, mean over seeds: CAT {drops['CAT']:.1f}, "
+        f"{rival} {drops[rival]:.1f} points ({drops['CAT'] - drops[rival]:+.1f})"
+    )
+
+
 def study_evidence(runs: Sequence[dict[str, Any]]) -> list[Evidence]:
-    """The evidence for every claim of :data:`CLAIMS` whose arms one study's ``runs`` have (none without CAT)."""
+    """The evidence for every claim of :data:`CLAIMS` from one study's ``runs``, in its order.
+
+    A claim whose arms (CAT and its rival, :data:`CLAIM_RIVALS`) were not both run is untestable.
+    """
     arms: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         arms.setdefault(run["arm"], []).append(run)
-    if "CAT" not in arms:
-        return []
-    found = [
-        _evidence(CLAIMS[f"cat-vs-{rival.lower()}"], arms, rival, JUDGED, _robustness_sentence(arms, rival))
-        for rival in RIVALS
-        if rival in arms
-    ]
-    if "PGD-AT" in arms:
-        clean = f"{_difference(arms, 'CAT', 'PGD-AT', 'clean'):+.1f} points (margin -{CLEAN_MARGIN:g})"
-        found.append(_evidence(CLAIMS["clean-vs-pgd-at"], arms, "PGD-AT", "clean", clean))
-    if "CAT-CE" in arms:
-        shown = ", ".join(f"{_difference(arms, 'CAT', 'CAT-CE', m):+.1f} {m}" for m in ("pgd", "worst"))
-        ours = f"{_difference(arms, 'CAT', 'CAT-CE', JUDGED):+.1f} {JUDGED} points (judged); {shown} points"
-        found.append(_evidence(CLAIMS["jcd-vs-ce"], arms, "CAT-CE", JUDGED, ours))
-    if "YOPO" in arms:
-        drops = {label: statistics.fmean(seed_values(arms[label], "oscillation")) for label in ("CAT", "YOPO")}
-        ours = (
-            f"total per-epoch drop of robust accuracy, mean over seeds: CAT {drops['CAT']:.1f}, "
-            f"YOPO {drops['YOPO']:.1f} points ({drops['CAT'] - drops['YOPO']:+.1f})"
-        )
-        found.append(_evidence(CLAIMS["steady-vs-yopo"], arms, "YOPO", "oscillation", ours))
+    found = []
+    for name, claim in CLAIMS.items():
+        rival = CLAIM_RIVALS[name]
+        if "CAT" not in arms or rival not in arms:
+            found.append(claim.evidence(ours="not run", untestable=f"no runs of CAT and {rival}"))
+        else:
+            found.append(_evidence(claim, arms, rival, CLAIM_METRICS.get(name, JUDGED), _measured(name, arms, rival)))
     return found
 
 
@@ -314,20 +348,17 @@ def _in_study(item: Evidence, study: str) -> Evidence:
     return dataclasses.replace(item, claim=claim)
 
 
-def judge_studies(
-    results: Sequence[dict[str, Any]], scale: Scale, swept: Sequence[dict[str, Any]] = ()
-) -> dict[str, list[dict[str, Any]]]:
-    """Per study, its judged claim records (:data:`hmcam.experiments.claims.FIELDS`): one Holm family for the run.
+def run_evidence(runs: Sequence[dict[str, Any]], scale: Scale) -> list[Evidence]:
+    """The evidence for every claim of every study of ``scale`` from ``runs`` (every budget): one Holm family.
 
-    ``results`` are the runs at each study's budget, ``swept`` those at its sweep's other budgets; the
-    claims of :data:`CLAIMS` come first, then the sweep's. With several studies, each claim's name and
-    text carry its study's name.
+    Per study, the claims of :data:`CLAIMS` (from the runs at its own budget) come first, then the
+    sweep's. With several studies, each claim's name and text carry its study's name.
     """
     several = len(scale.studies) > 1
-    evidence = {}
+    evidence = []
     for study in scale.studies:
-        mine = [run for run in results if run["study"] == study.name]
-        found = study_evidence(mine) + sweep_evidence(study, mine + [r for r in swept if r["study"] == study.name])
-        evidence[study.name] = [_in_study(item, study.name) if several else item for item in found]
-    records = iter(judge([item for items in evidence.values() for item in items]))
-    return {name: [next(records) for _ in items] for name, items in evidence.items()}
+        everywhere = [run for run in runs if run["study"] == study.name]
+        found = study_evidence([run for run in everywhere if run["budget"] == study.budget])
+        found += sweep_evidence(study, everywhere)
+        evidence += [_in_study(item, study.name) if several else item for item in found]
+    return evidence

@@ -1,22 +1,20 @@
-"""The equal-cost training comparison's tables, curves and report, written into its run folder.
+"""The equal-cost training comparison's report text, per-arm table and curves.
 
-Given every run's result, the summary over seeds and the judged claims
-(:mod:`hmcam.experiments.at_efficiency_claims`), this writes the per-run and per-arm tables, each
-study's per-epoch curves (Fig. 5, mean over seeds), its budget sweep, the results with the claims,
-``claims.csv`` and the report; ``docs/outputs.md`` (Experiment folders) lists the files.
+Given the summary over seeds (:func:`hmcam.experiments.at_efficiency_claims.study_summaries`), this
+lays out each study's tables, its convergence at the main budget, its budget sweep and its per-epoch
+curves (Fig. 5, mean over seeds). The experiment framework appends the judged claims and writes the
+files; ``docs/outputs.md`` (Experiment folders) lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from hmcam.experiments.at_efficiency_claims import percent
+from hmcam.experiments.at_efficiency_claims import CONVERGED_GAIN, percent
 from hmcam.experiments.at_efficiency_plan import METRICS, ROBUST_SUITE, Scale, Study
-from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
-from hmcam.experiments.setup import CLAIMS_TABLE, claim_table
 from hmcam.reporting.figures import save_training_curves
-from hmcam.reporting.run_folder import RunFolder
 from hmcam.reporting.tables import markdown_table
 
 #: The columns of the main table (and of the sweep's), one row per run.
@@ -39,6 +37,10 @@ def _gain(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f}"
 
 
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
 def _arm_rows(study: Study, study_summary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     # Per arm: the summary table's row (numbers) and the report's row (percent, mean ± standard deviation).
     table_rows, shown_rows = [], []
@@ -59,6 +61,7 @@ def _arm_rows(study: Study, study_summary: dict[str, Any]) -> tuple[list[dict[st
             "last-epoch gain": "clean {clean}, robust {robust}".format(
                 **{key: _gain(value) for key, value in study_summary["last_gain"][label].items()}
             ),
+            "converged": _yes_no(study_summary["converged"][label]),
         }
         table_rows.append(row)
         shown_rows.append(shown)
@@ -82,7 +85,7 @@ def _suite_rows(study_summary: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _sweep_lines(study: Study, study_summary: dict[str, Any]) -> list[str]:
-    """The sweep's table (each budget and arm: AutoAttack, clean, epochs' weight updates) and its claims."""
+    """The sweep's table: each budget and arm, AutoAttack, clean accuracy, weight updates, minutes."""
     rows = [
         {
             "budget": f"{row['budget']:g}",
@@ -95,18 +98,16 @@ def _sweep_lines(study: Study, study_summary: dict[str, Any]) -> list[str]:
         for row in study_summary["sweep"]
         for label, metrics in row["arms"].items()
     ]
-    claims = [record for record in study_summary["claims"] if "sweep-" in record["name"]]
     return [
         "### Budget sweep",
         "",
         f"{', '.join(study.sweep_arms)} at {', '.join(f'{b:g}' for b in sorted(study.sweep))} gradient passes per "
         "training example, every seed, the same schedule annealed to the end of each run. AutoAttack and clean "
         "accuracy in percent (mean ± standard deviation over seeds); updates: weight updates (optimizer steps) per "
-        "training example. CAT-CE against CAT in the main table isolates the contrastive term J_cd at equal updates.",
+        "training example. CAT-CE against CAT in the main table isolates the contrastive term J_cd at equal updates. "
+        "The sweep's claims (at each budget but the main one, which the main claims judge) are in the claims table.",
         "",
         markdown_table(rows, ["budget", "arm", "autoattack", "clean", "updates", "train minutes"]),
-        "",
-        claim_table(claims) if claims else "No claim of the sweep concerns these arms.",
         "",
     ]
 
@@ -124,16 +125,26 @@ def _setting(study: Study, scale: Scale) -> str:
     )
 
 
-def _study_section(
-    folder: RunFolder, study: Study, scale: Scale, results: Sequence[dict[str, Any]], study_summary: dict[str, Any]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Draw ``study``'s curves; its report lines (with the judged claims of ``study_summary``) and table rows."""
-    table_rows, shown_rows = _arm_rows(study, study_summary)
-    curves = {label: [curve] for label, curve in study_summary["curves"].items()}
-    title = f"{study.name}, eps {study.eps:.4g}, mean over seeds {list(scale.seeds)}"
-    save_training_curves(folder.file(curves_file(study)), curves, title=title)
-    study_claims = [record for record in study_summary["claims"] if "sweep-" not in record["name"]]
-    lines = [
+def _convergence_sentence(study: Study, study_summary: dict[str, Any]) -> str:
+    # Which arms were still gaining robust accuracy at the end of the main budget.
+    late = [label for label, done in study_summary["converged"].items() if done is False]
+    unknown = [label for label, done in study_summary["converged"].items() if done is None]
+    where = f"at {study.budget:g} passes per example" if study.budget else "at the paper's epochs"
+    said = (
+        f"Not converged {where} (robust accuracy still rising by {100 * CONVERGED_GAIN:g} point or more in the "
+        f"last epoch, mean over seeds): {', '.join(late)}."
+        if late
+        else f"Every arm with a measured last epoch converged {where}."
+    )
+    return said + (
+        f" Not measured (one epoch or no per-epoch robust accuracy): {', '.join(unknown)}." if unknown else ""
+    )
+
+
+def _study_lines(study: Study, scale: Scale, study_summary: dict[str, Any]) -> list[str]:
+    """``study``'s report lines: the table, the attacks against AutoAttack, convergence and the sweep."""
+    _, shown_rows = _arm_rows(study, study_summary)
+    return [
         f"## {study.name}",
         "",
         _setting(study, scale),
@@ -143,60 +154,53 @@ def _study_section(
             ["arm", "clean", "pgd", "mpgd", "cwlinf", "worst", "autoattack", "train minutes", "passes", "updates"],
         ),
         "",
+        "Passes: the gradient passes per training example each arm actually made; epochs are whole, so an arm "
+        "may end below the budget.",
+        "",
         "The paper's attacks against AutoAttack (the worst case over PGD, M-PGD and CW-L-inf, and AutoAttack's "
         "robust accuracy, in percent; a defence whose number falls most under AutoAttack was masking gradients):",
         "",
         markdown_table(_suite_rows(study_summary), ["arm", "paper's attacks", "AutoAttack", "difference"]),
         "",
-        "Per-epoch clean and PGD accuracy (the trainer's per-epoch evaluation), mean over seeds, against "
-        "gradient passes and training time. The last epoch's gain, in points, says whether a curve had "
-        "flattened by the end of its budget:",
+        "### Convergence",
         "",
-        markdown_table(shown_rows, ["arm", "last-epoch gain"]),
+        f"Per-epoch clean and PGD accuracy (the trainer's per-epoch evaluation), mean over seeds, against "
+        f"gradient passes and training time ({curves_file(study)}). The last epoch's gain, in points, says whether "
+        f"a curve had flattened by the end of its budget; an arm has converged when its robust gain is under "
+        f"{100 * CONVERGED_GAIN:g} point.",
         "",
-        f"![curves]({curves_file(study)})",
+        markdown_table(shown_rows, ["arm", "passes", "last-epoch gain", "converged"]),
         "",
-        "### The paper's claims, as this run measures them",
-        "",
-        "Each claim compares CAT's values over the training seeds with its rival's (Welch's t-test, "
-        "differences in points); the p-values are Holm-adjusted across every claim of the run.",
-        "",
-        claim_table(study_claims) if study_claims else "No claim of the paper concerns these arms.",
+        _convergence_sentence(study, study_summary),
         "",
         *(_sweep_lines(study, study_summary) if study.sweep else []),
     ]
-    return lines, table_rows
 
 
-def write_report(
-    folder: RunFolder,
-    scale: Scale,
-    results: Sequence[dict[str, Any]],
-    summary: dict[str, Any],
-    claims: dict[str, list[dict[str, Any]]],
-    swept: Sequence[dict[str, Any]] = (),
-) -> str:
-    """Write the tables, the curves, the sweep, the results, the claims and the reports into ``folder``.
-
-    Returns the report; ``swept`` are the sweep's runs at budgets other than each study's own.
-
-    ``claims`` holds each study's judged claim records (one Holm family for the run): each study's
-    part of ``summary`` gets its own as ``claims``, the results all of them, and ``claims.csv`` one
-    row each. The results carry ``folder``'s run record (its start time and device).
-    """
-    folder.write_table(results, RUN_COLUMNS)
-    folder.write_table(swept, RUN_COLUMNS, name=SWEEP_TABLE)
-    table_rows: list[dict[str, Any]] = []
+def report_text(scale: Scale, summaries: dict[str, Any]) -> str:
+    """The report before its claims: the scale, then per study its tables, convergence and sweep."""
     lines = [f"# Adversarial training at equal cost: scale `{scale.name}`", "", scale.description, ""]
     for study in scale.studies:
-        summary[study.name]["claims"] = claims[study.name]
-        study_lines, study_rows = _study_section(folder, study, scale, results, summary[study.name])
-        lines += study_lines
-        table_rows += study_rows
-    folder.write_table(table_rows, SUMMARY_COLUMNS, name=SUMMARY_TABLE)
-    records = [record for study in scale.studies for record in claims[study.name]]
-    folder.write_table(records, CLAIM_FIELDS, CLAIMS_TABLE)
-    folder.write_results({"experiment": "at-efficiency", "scale": scale.name, "studies": summary, "claims": records})
-    report = "\n".join(lines)
-    folder.write_report(report)
-    return report
+        lines += _study_lines(study, scale, summaries[study.name])
+    lines += [
+        "Each claim compares CAT's values over the training seeds with its rival's (Welch's t-test, differences "
+        "in points); the p-values are Holm-adjusted across every claim of the run.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summary_rows(scale: Scale, summaries: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of :data:`SUMMARY_TABLE`: per study and arm, each metric's mean and standard deviation."""
+    return [row for study in scale.studies for row in _arm_rows(study, summaries[study.name])[0]]
+
+
+def curve_figures(scale: Scale, summaries: dict[str, Any]) -> dict[str, Callable[[Path], None]]:
+    """Each study's curves figure by file name: a function drawing it at a path."""
+
+    def drawing(study: Study) -> Callable[[Path], None]:
+        curves = {label: [curve] for label, curve in summaries[study.name]["curves"].items()}
+        title = f"{study.name}, eps {study.eps:.4g}, mean over seeds {list(scale.seeds)}"
+        return lambda path: save_training_curves(path, curves, title=title)
+
+    return {curves_file(study): drawing(study) for study in scale.studies}

@@ -1,27 +1,32 @@
-"""One run of the equal-cost training comparison: train one arm with one seed, then score its final model.
+"""One run of the equal-cost training comparison: train one arm with one seed at one budget, then score it.
 
 Training goes through the one trainer (:func:`hmcam.training.train`), scoring through
-:func:`hmcam.evaluation.evaluate_robustness`. The run's folder keeps both resumable, and its result
-file, written last, marks the run done (``docs/outputs.md``, Experiment folders).
+:func:`hmcam.evaluation.evaluate_robustness`. The run's folder (:func:`arm_folder`) keeps both
+resumable; the finished result is cached by the experiment framework under :func:`run_key`
+(``docs/outputs.md``, Experiment folders).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from hmcam.core.batching import fetch
 from hmcam.core.distributed import resolve_device
-from hmcam.core.storage import atomic_write_json
 from hmcam.data import load_dataset
 from hmcam.evaluation import evaluate_robustness
-from hmcam.experiments.at_efficiency_plan import ATTACKS, ROBUST_SUITE, Arm, Study, arm_epochs
+from hmcam.experiments.at_efficiency_plan import ATTACKS, ROBUST_SUITE, Arm, Study, arm_epochs, budget_name
 from hmcam.models import load_checkpoint
+from hmcam.reporting.run_folder import json_ready
 from hmcam.training import TrainConfig, train
+from hmcam.training.config import RESUMABLE_CHANGES
 
-#: The file of a finished run, in its own folder: its scores, minutes, passes, weight updates and curve.
-RESULT_FILE = "result.json"
+#: The training fields that say nothing about what a run computes: where and how it runs.
+PLACE_FIELDS = frozenset({*RESUMABLE_CHANGES, "device"})
+#: The study's fields that decide how a run is scored.
+SCORING_FIELDS = ("eps", "robust_examples", "attack_steps", "attack_alpha", "eval_batch_size")
 
 
 def train_config(study: Study, arm: Arm, seed: int, folder: Path, **common: Any) -> TrainConfig:
@@ -44,8 +49,21 @@ def train_config(study: Study, arm: Arm, seed: int, folder: Path, **common: Any)
 
 
 def arm_folder(out: Path, study: Study, arm: Arm, seed: int) -> Path:
-    """Where one run (``STUDY/ARM-seedS`` in ``out``) keeps its training, evaluation state and result."""
-    return out / study.name / f"{arm.label}-seed{seed}"
+    """Where one run (``budget-B/STUDY/ARM-seedS`` in ``out``) keeps its training and evaluation state."""
+    return out / budget_name(study.budget) / study.name / f"{arm.label}-seed{seed}"
+
+
+def run_key(budget: float | None, study: str, arm: str, seed: int) -> str:
+    """The name of one run's cached result: ``budget-B-STUDY-ARM-seedS`` (``own-epochs-...`` without a budget)."""
+    return f"{budget_name(budget)}-{study}-{arm}-seed{seed}"
+
+
+def run_settings(study: Study, arm: Arm, seed: int) -> dict[str, Any]:
+    """What one run computes, as JSON: its training configuration (less where it runs) and its scoring settings."""
+    config = dataclasses.asdict(train_config(study, arm, seed, Path(".")))
+    kept = {name: value for name, value in config.items() if name not in PLACE_FIELDS}
+    ready: dict[str, Any] = json_ready({**kept, **{name: getattr(study, name) for name in SCORING_FIELDS}})
+    return ready
 
 
 def score(
@@ -112,12 +130,8 @@ def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_one(
     out: Path, study: Study, arm: Arm, seed: int, *, device: str = "cpu", data_root: str | None = None, progress: bool
 ) -> dict[str, Any]:
-    """Train and score one arm with one seed (or read its finished result); returns its result."""
+    """Train (or resume) and score one arm with one seed at ``study``'s budget in ``out``; returns its result."""
     folder = arm_folder(out, study, arm, seed)
-    done = folder / RESULT_FILE
-    if done.exists():
-        result: dict[str, Any] = json.loads(done.read_text())
-        return result
     config = train_config(study, arm, seed, folder / "train", device=device, data_root=data_root, progress=progress)
     summary = train(config, resume=True)
     history = [json.loads(line) for line in Path(summary["files"]["metrics.jsonl"]).read_text().splitlines() if line]
@@ -125,7 +139,7 @@ def run_one(
         study, folder, summary["files"]["last.safetensors"], device=device, data_root=data_root, progress=progress
     )
     final = summary["final"]
-    result = {
+    return {
         "study": study.name,
         "arm": arm.label,
         "method": summary["method"],
@@ -144,6 +158,3 @@ def run_one(
         "updates": summary["steps"] / final["batches"],
         "curve": _curve(history),
     }
-    # The arm's folder is not a run folder of its own (no configuration): the result is one JSON file.
-    atomic_write_json(done, result)
-    return result
