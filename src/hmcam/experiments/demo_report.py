@@ -267,10 +267,9 @@ def _text(
         f"`{CLAIMS_TABLE}` (claims).",
         "",
         calibration_markdown(calibration.to_dict()),
-        "## The claims",
         "",
-        "HMCAM against M-PGD per image (difference of success in points, one seed): estimate with its 95% "
-        "bootstrap interval, sign-flip permutation p-value Holm-adjusted over both claims.",
+        "The claims below compare HMCAM with M-PGD per image (difference of success in points, one seed): "
+        "estimate with its 95% bootstrap interval, sign-flip permutation p-value Holm-adjusted over both claims.",
     ]
     return "\n".join(lines)
 

@@ -195,7 +195,9 @@ def run_experiment(
     for name, draw in summary.figures.items():
         draw(folder.file(name))
     claims = judge(summary.evidence)
-    missing = set(experiment.claims) - {record["name"] for record in claims}
+    # A claim judged once per study of the scale is named "STUDY/name".
+    judged = {record["name"].rsplit("/", 1)[-1] for record in claims}
+    missing = set(experiment.claims) - judged
     if missing:
         raise RuntimeError(f"{experiment.name} gave no evidence for its declared claims {sorted(missing)}")
     return finish(folder, experiment, context, summary, claims)
