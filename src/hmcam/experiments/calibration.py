@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,8 @@ class Calibration:
     seed: int = SEED
     target_white_box: float = PAPER_PGD_WHITE_BOX
     paper_black_box: float = PAPER_PGD_BLACK_BOX
+    #: Wall seconds its PGD runs took when computed (None in a calibration saved before they were recorded).
+    seconds: float | None = None
 
     @property
     def index(self) -> int:
@@ -88,6 +91,7 @@ class Calibration:
             seed=int(found["seed"]),
             target_white_box=float(found["target_white_box"]),
             paper_black_box=float(found["paper_black_box"]),
+            seconds=None if found.get("seconds") is None else float(found["seconds"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +127,7 @@ def calibrate(scale: AttackScale, options: RunOptions) -> Calibration:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return Calibration.from_dict(saved["calibration"])
+    started = time.time()
     start, stop = key["held_out"]
     test = load_dataset(scale.dataset, "test", root=options.data_root, limit=stop)
     if len(test.labels) < stop:
@@ -137,7 +142,15 @@ def calibrate(scale: AttackScale, options: RunOptions) -> Calibration:
     white = [statistics.fmean(zoo[0][i] for zoo in per_zoo) for i in range(len(scale.eps_grid))]
     black = [statistics.fmean(zoo[1][i] for zoo in per_zoo) for i in range(len(scale.eps_grid))]
     chosen = choose_eps(scale.eps_grid, white)
-    calibration = Calibration(tuple(scale.eps_grid), tuple(white), tuple(black), chosen, (start, stop), scale.budget)
+    calibration = Calibration(
+        tuple(scale.eps_grid),
+        tuple(white),
+        tuple(black),
+        chosen,
+        (start, stop),
+        scale.budget,
+        seconds=round(time.time() - started, 1),
+    )
     options.models.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {"key": key, "calibration": calibration.to_dict()})
     return calibration

@@ -245,8 +245,24 @@ def _calibration(folder: Path, results: Mapping[str, Any]) -> list[str]:
             f"{calibration['seed']}).",
             "",
             markdown_table(calibration["rows"], ("eps", "white_box", "black_box", "chosen")),
+            "",
+            _calibration_time(calibration),
         ]
     return lines
+
+
+def _calibration_time(calibration: Mapping[str, Any]) -> str:
+    """Its cost: the calibration is cached beside the zoo, so a run that reuses it does not count its time."""
+    seconds = calibration.get("seconds")
+    if seconds is None:
+        return (
+            "The calibration was computed before this run, by a version that did not record its time, and is "
+            "cached beside the zoo: its PGD runs are not in the experiments' minutes."
+        )
+    return (
+        f"Its PGD runs took {_duration(float(seconds))}; it is cached beside the zoo, so they are in the first "
+        "attack experiment's minutes only when that experiment computed it."
+    )
 
 
 def _figures(folder: Path, results: Mapping[str, Any]) -> dict[str, list[Path]]:
