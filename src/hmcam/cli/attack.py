@@ -9,6 +9,7 @@ from typing import Any
 from hmcam.cli.common import (
     add_attack_options,
     add_data_options,
+    add_model_options,
     attack_settings,
     check_output_folder,
     checkpoint_and_data,
@@ -21,7 +22,7 @@ STREAM_ABOVE_BYTES = 512 * 2**20
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``attack`` subcommand."""
     parser = commands.add_parser("attack", help="attack a checkpoint and write examples, summary and figures")
-    parser.add_argument("checkpoint")
+    add_model_options(parser)
     add_data_options(parser)
     add_attack_options(parser, "hmcam")
     parser.add_argument("--out", required=True, help="output folder")

@@ -16,7 +16,13 @@ import argparse
 import sys
 from typing import Any
 
-from hmcam.cli.common import add_data_options, add_device_option, check_output_folder, checkpoint_and_data
+from hmcam.cli.common import (
+    add_data_options,
+    add_device_option,
+    add_model_options,
+    check_output_folder,
+    checkpoint_and_data,
+)
 
 # The names of hmcam.evaluation.SUITES, spelled out so that `hmcam --help` needs no torch import.
 SUITE_NAMES = ("autoattack", "autoattack-plus", "autoattack-rand", "paper", "fast")
@@ -28,7 +34,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "eval", help="clean accuracy, robust accuracy per attack and the worst case over attacks"
     )
-    parser.add_argument("checkpoint")
+    add_model_options(parser)
     add_data_options(parser)
     parser.add_argument(
         "--suite",
