@@ -80,7 +80,8 @@ def check_run_folder(out: Path, printed: str, clean_expected: float) -> dict:
     assert result["robust_accuracy"] <= result["clean_accuracy"]
     if (out / "robustbench.json").exists():
         info = json.loads((out / "robustbench.json").read_text())
-        assert "clean_acc" in json.dumps(info) or "clean" in json.dumps(info)
+        assert info["n_examples"] == 64 and info["dataset"] == "fashion-mnist"
+        assert float(info["clean_acc"]) == pytest.approx(100 * result["clean_accuracy"], abs=0.01)
     return result
 
 
