@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from hmcam.attacks.arviz_export import to_inference_data
 from hmcam.attacks.ball import Ball
 from hmcam.attacks.loop import IterativeAttack
 from hmcam.core.validate import check_positive_int
@@ -63,6 +64,28 @@ class ChainResult:
     def acceptance_rate(self) -> float:
         """Fraction of accepted transitions over all chains and steps."""
         return float(self.accepted.float().mean())
+
+    def to_inference_data(
+        self, *, examples: Sequence[int] | None = None, attrs: Mapping[str, Any] | None = None
+    ) -> Any:
+        """The traces as an ArviZ ``InferenceData``, dims (chain, draw, example); needs the extra ``arviz``.
+
+        ``posterior`` holds ``loss``, ``success`` and ``prediction``, ``sample_stats`` ``energy``,
+        ``acceptance_rate`` and ``accepted``; see :mod:`hmcam.attacks.arviz_export`.
+        """
+        return to_inference_data(self, examples=examples, attrs=attrs)
+
+    @staticmethod
+    def concatenate(parts: Sequence[ChainResult]) -> ChainResult:
+        """The results of several batches as one over all their examples, in order (same chains and draws)."""
+        if not parts:
+            raise ValueError("nothing to concatenate: no chain results")
+        shapes = {(part.chains, part.accepted.shape[0]) for part in parts}
+        if len(shapes) != 1:
+            raise ValueError(f"chain results differ in (chains, draws): {sorted(shapes)}")
+        axis = 1 if parts[0].chains == 1 else 2
+        joined = (torch.cat([getattr(part, f.name) for part in parts], dim=axis) for f in fields(ChainResult))
+        return ChainResult(*joined)
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="write chain samples to OUT/samples in chunks as they are drawn (memory flat in S); automatic above "
         f"{STREAM_ABOVE_BYTES // 2**20} MiB of samples",
     )
+    parser.add_argument(
+        "--arviz", metavar="FILE.nc", help="also write the chains' traces for ArviZ (netCDF; needs the extra arviz)"
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Attack the checkpoint's test images and write the run folder (``attack_run.write_attack_folder``)."""
     # Deferred: torch and the attacks load only when the command runs, not for `hmcam --help`.
+    from hmcam.attacks.arviz_export import check_export, write_netcdf
     from hmcam.experiments.attack_run import run_attack, write_attack_folder
 
     started = time.time()
     out = check_output_folder(args.out)
     model, _, test = checkpoint_and_data(args)
     settings = attack_settings(args)
+    if args.arviz is not None:  # before the attack runs: ArviZ installed, an attack with chains
+        check_export(args.arviz, settings.name, "chains" in settings.arguments())
     size = test.images.numel() * test.images.element_size() * settings.samples * settings.chains
     stream = args.stream or (settings.name in ("hmcam", "hmc") and size > STREAM_ABOVE_BYTES)
     run = run_attack(
@@ -62,4 +68,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     names = list(test.info.class_names or [str(i) for i in range(test.info.num_classes)])
     files = write_attack_folder(out, model, settings, run, test.images, test.labels, names, extra, started)
+    if args.arviz is not None and run.traces is not None:
+        files.append(str(write_netcdf(run.traces.to_inference_data(attrs={**extra, **run.summary}), args.arviz)))
     return {"out": str(out), "files": files + (["samples/"] if stream else []), **run.summary}

@@ -197,5 +197,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for warning in result.warnings:
             print(f"hmcam eval: warning: {warning}", file=sys.stderr)
         if args.out is not None:
-            summary["files"] = result.save(args.out, {"checkpoint": args.checkpoint})
+            known = {"dataset": test.info.name, "architecture": metadata.get("architecture")}  # robustbench.json
+            summary["files"] = result.save(args.out, {"checkpoint": args.checkpoint}, known)
     return summary

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from hmcam.evaluation.config import EvaluationConfig
+from hmcam.evaluation.robustbench import ROBUSTBENCH_FILE, robustbench_info
 from hmcam.reporting.figures import save_bar_chart
 from hmcam.reporting.run_folder import CONFIG_FILE, PAGE_FILE, REPORT_FILE, RESULTS_FILE, TABLE_FILE, RunFolder
 from hmcam.reporting.tables import markdown_table
@@ -222,19 +223,24 @@ class RobustEvaluation:
         ]
         return "\n".join(lines)
 
-    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    def save(
+        self, folder: str | Path, extra: dict[str, Any] | None = None, model: dict[str, Any] | None = None
+    ) -> dict[str, str]:
         """Write the run folder: ``config.json``, ``results.json``, ``results.csv``, ``examples.csv``, the reports.
 
         ``config.json`` holds the evaluation's settings with ``extra`` (e.g. the checkpoint),
         ``results.json`` the summary (:meth:`to_dict`, ``extra`` first) with its ``run`` record,
         ``results.csv`` one row per attack, ``examples.csv`` one row per example, ``robustness.png``
-        the accuracies as bars, and ``report.md`` / ``report.html`` all of it for people. Returns
-        the paths written, by kind.
+        the accuracies as bars, ``robustbench.json`` the result in RobustBench's ``model_info`` layout
+        (:mod:`hmcam.evaluation.robustbench`, with ``extra`` and ``model``: what is known of the model,
+        such as its ``dataset`` and ``architecture``) and ``report.md`` / ``report.html`` all of it for
+        people. Returns the paths written, by kind.
         """
         extra = extra or {}
         run = RunFolder(folder, "evaluation", started=time.time() - self.seconds, device=str(self.labels.device))
         run.write_config({**extra, **self.config.to_dict()})
         run.write_results({**extra, **self.to_dict()})
+        run.write_json(ROBUSTBENCH_FILE, robustbench_info(self, {**extra, **(model or {})}))
         for rows, name in ((self.rows(), TABLE_FILE), (self.rows("example"), EXAMPLES_FILE)):
             run.write_table(rows, list(rows[0]) if rows else [], name=name, lineterminator="\n")
         names = ["clean", *(report.name for report in self.attacks), "worst case"]
@@ -254,5 +260,6 @@ class RobustEvaluation:
             "figure": FIGURE_FILE,
             "report": REPORT_FILE,
             "page": PAGE_FILE,
+            "robustbench": ROBUSTBENCH_FILE,
         }
         return {key: str(run.file(name)) for key, name in files.items()}

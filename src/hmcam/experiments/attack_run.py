@@ -9,7 +9,7 @@ the report through a :class:`~hmcam.reporting.run_folder.RunFolder` of kind ``at
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from hmcam.attacks import ATTACK_REGISTRY, Attack, ChainAttack, attack_mode
+from hmcam.attacks import ATTACK_REGISTRY, Attack, ChainAttack, ChainResult, attack_mode
 from hmcam.attacks.norms import NORMS
 from hmcam.core import builder
 from hmcam.core.storage import save_tensors
@@ -112,11 +112,15 @@ class ChunkWriter:
 
 @dataclass(frozen=True)
 class AttackRun:
-    """Adversarial examples for a dataset slice, the full chains when the attack samples, and a summary."""
+    """Adversarial examples for a dataset slice, the full chains when the attack samples, and a summary.
+
+    ``traces`` (chain attacks) is every example's chain statistics, without the samples' pixels.
+    """
 
     adversarial: Tensor
     samples: Tensor | None
     summary: dict[str, Any]
+    traces: ChainResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary, as ``results.json`` holds it beside the checkpoint, the data and the ``run`` record."""
@@ -182,6 +186,7 @@ def run_attack(
         with attack_mode(model), torch.no_grad():
             wanted = (labels + 1) % model(images[:1]).shape[1]
     adversarial, chains, diagnostics, successes = [], [], [], []
+    traces: list[ChainResult] = []
     started = time.perf_counter()
     batches = range(0, len(images), batch_size)
     for start in tqdm(batches, desc=settings.name, unit="batch", disable=not progress):
@@ -201,6 +206,7 @@ def run_attack(
             last = writer.last
         adversarial.append(last[0] if result.chains > 1 else last)
         diagnostics.append(diagnose(result))
+        traces.append(replace(result, samples=result.samples.new_empty(*result.accepted.shape, 0)))
         # [S, B] or [S, C, B]: every sample of every chain counts for the any- and every-sample rates.
         successes.append(result.success.flatten(0, 1) if result.chains > 1 else result.success)
     seconds = time.perf_counter() - started
@@ -244,7 +250,8 @@ def run_attack(
         summary["all_samples_success_rate"] = (
             float(sample_hits.all(0)[eligible].float().mean()) if eligible.any() else None
         )
-    return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary)
+    joined = ChainResult.concatenate(traces) if traces else None
+    return AttackRun(adversarial=adversarial_images, samples=samples, summary=summary, traces=joined)
 
 
 #: The examples (and the samples of a chain attack), the grid of examples and the chain, in an attack folder.
