@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e '.[test,dev]'
+	$(PYTHON) -m pip install -q -e '.[test,dev,arviz,tensorboard]'
 	$(PYTHON) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 

@@ -53,6 +53,7 @@ FIELD_HELP = {
     "collapse_epochs": "epochs at chance training accuracy before a collapse is reported (0: off)",
     "collapse_margin": "how far above chance still counts as chance",
     "stop_on_collapse": "stop the run on a collapse instead of warning",
+    "tensorboard": "also write the training curves for TensorBoard into OUT/tensorboard (extra: tensorboard)",
 }
 #: Shorter flag names people expect.
 ALIASES = {"sync_batchnorm": "sync-bn"}
@@ -250,7 +251,10 @@ def training_config(args: argparse.Namespace) -> tuple[Any, bool]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume) the run; returns the run summary."""
     from hmcam.training import train
+    from hmcam.training.tensorboard import require_tensorboard
 
     config, resume = training_config(args)
     check_output_folder(config.out)
+    if config.tensorboard:  # before any data is fetched: the extra is installed
+        require_tensorboard()
     return train(config, resume=resume)

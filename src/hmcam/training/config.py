@@ -54,6 +54,8 @@ class TrainConfig:
     - ``out`` is the run folder; ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     - ``channels_last`` stores convolution weights and inputs in NHWC order, measured 15-30% faster
       for smallcnn training on the CPU (``benchmarks/training.py``); it does not change the model.
+    - ``tensorboard`` also writes each epoch's metrics as TensorBoard scalars into ``out/tensorboard``
+      (the optional extra ``tensorboard``; :mod:`hmcam.training.tensorboard`).
     """
 
     dataset: str = "fashion-mnist"
@@ -92,6 +94,7 @@ class TrainConfig:
     collapse_epochs: int = 3
     collapse_margin: float = 0.02
     stop_on_collapse: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "method", "out", "device"):
@@ -116,6 +119,7 @@ class TrainConfig:
         check_int("seed", self.seed, 0)
         for name in ("deterministic", "download", "channels_last", "progress", "sync_batchnorm", "stop_on_collapse"):
             check_flag(name, getattr(self, name))
+        check_flag("tensorboard", self.tensorboard)
         check_number("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augment!r}; choose one of {AUGMENTATIONS}")
@@ -163,5 +167,6 @@ RESUMABLE_CHANGES = frozenset(
         "collapse_epochs",
         "collapse_margin",
         "stop_on_collapse",
+        "tensorboard",
     }
 )

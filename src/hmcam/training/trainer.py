@@ -45,6 +45,7 @@ from hmcam.training.methods import Batch, MethodSetup, StepContext, StepMeter, T
 from hmcam.training.optimizer import build_optimizer
 from hmcam.training.report import CURVES_FILE, METRICS_FILE, write_history, write_training_report
 from hmcam.training.reproducibility import deterministic_algorithms, process_seed, seed_everything
+from hmcam.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 from hmcam.training.trainer_state import ProcessState, TrainerState
 
 LAST_FILE = "last.safetensors"
@@ -328,14 +329,17 @@ class Trainer:
             if state_exists:
                 self._write_history(folder)
         started = time.perf_counter()
+        board = TensorBoardLog(self.path(TENSORBOARD_DIR), self.epoch, self.context.is_main and self.config.tensorboard)
         while self.epoch < self.config.epochs:
             record = self._run_epoch()
             self.epoch += 1
             self._finish_epoch(record, folder)
+            board.add_epoch(record)
             if "collapse" in record and self.config.stop_on_collapse:
                 raise TrainingCollapsed(
                     f"{record['collapse']}. Stopped after saving epoch {record['epoch']} (stop_on_collapse)"
                 )
+        board.close()
         summary = {
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,
