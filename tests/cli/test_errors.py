@@ -135,3 +135,61 @@ def test_unexpected_errors_are_one_line_too(capsys, monkeypatch, checkpoint, tmp
     assert len(err.strip().splitlines()) == 1
     assert main(["--traceback", "attack", str(checkpoint), "--out", str(tmp_path / "o")]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def refused(capsys, argv: list[str], out: Path, *fragments: str) -> None:
+    """``hmcam argv`` (parsing included) exits 2 with one stderr line holding every fragment, and writes no ``out``."""
+    try:
+        status = main([*argv, "--out", str(out)])
+    except SystemExit as exit_:  # argparse refuses a malformed flag before any command runs
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["eval", "--attacks", "pgd,,pgd"], ["--attacks 'pgd,,pgd' has an empty entry"]),
+        (["eval", "--attacks", ""], ["--attacks '' has an empty entry"]),
+        (["eval", "--attacks", "fgsm,pgd, PGD", "--eps", "0.1"], ["--attacks 'fgsm,pgd, PGD' names pgd more than"]),
+        (["attack", "--chains", "0"], ["hmcam attack: error: argument --chains: expected an integer >= 1, got 0"]),
+        (["attack", "--samples", "0"], ["argument --samples: expected an integer >= 1, got 0"]),
+        (["attack", "--momentum-refresh", "-1", "--limit", "2"], ["momentum_refresh", ">= 0", "-1"]),
+    ],
+)  # fmt: skip
+def test_attack_flags_that_make_no_sense_are_refused(capsys, checkpoint, tmp_path, argv, fragments) -> None:
+    refused(capsys, [argv[0], str(checkpoint), *argv[1:]], tmp_path / "out", *fragments)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--method", "pgd", "--eps", "-0.1"], ["eps must be a finite number > 0, got -0.1"]),
+        (["--method", "pgd", "--steps", "0"], ["steps must be >= 1, got 0"]),
+        (["--method", "free", "--replays", "0"], ["replays must be >= 1, got 0"]),
+        (["--batch-size", "64", "--train-limit", "16"], ["16 examples, fewer than one batch of 64"]),
+        (["--epochs", "1", "--batch-size", "0"], ["batch_size must be >= 1, got 0"]),
+    ],
+)  # fmt: skip
+def test_training_hyper_parameters_that_make_no_sense_are_refused(
+    capsys, monkeypatch, tmp_path, argv, fragments
+) -> None:
+    from hmcam.data import ImageDataset, dataset_info
+    from hmcam.training import datasets as training_datasets
+
+    loaded: list[str] = []
+
+    def sixteen_examples(name: str, split: str, **kwargs: object) -> ImageDataset:
+        loaded.append(split)
+        images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+        return ImageDataset(images, labels, dataset_info("fashion-mnist"))
+
+    monkeypatch.setattr(training_datasets, "load_dataset", sixteen_examples)
+    base = ["train", "--dataset", "fashion-mnist", "--model", "mlp", "--eval-subset", "0", "--no-progress"]
+    refused(capsys, [*base, *argv], tmp_path / "run", *fragments)
+    # The method's hyper-parameters are checked before any data is fetched; the batch against the data once loaded.
+    assert loaded == (["train", "test"] if "--train-limit" in argv else [])

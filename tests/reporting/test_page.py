@@ -108,10 +108,13 @@ def test_bad_folders_and_figures_are_named_in_the_error(tmp_path: Path) -> None:
     missing = make_run(tmp_path / "gone", "g", report="# g\n\n![x](nothere.png)\n")
     with pytest.raises(ValueError, match="nothere.png, which does not exist"):
         write_report([missing], tmp_path / "r.html")
-    (missing / "nothere.png").write_text("not an image")
-    with pytest.raises(ValueError, match="does not hold image/png data"):
-        write_report([missing], tmp_path / "r.html")
+    outside = make_run(tmp_path / "outside", "o", report="# o\n\n![x](../run/success.png)\n")
+    with pytest.raises(ValueError, match="may only show its own figures"):
+        write_report([outside], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()  # no half-written page
+    (missing / "nothere.png").write_text("not an image")  # a figure that does not decode is left out, with a note
+    page = Path(write_report([missing], tmp_path / "r.html")["html"]).read_text()
+    assert "nothere.png is not shown: it does not hold image/png data that decodes (no PNG signature)" in page
 
 
 def test_the_page_loads_in_chromium_without_errors_and_every_image_decodes(tmp_path: Path, check_page) -> None:
@@ -130,3 +133,73 @@ def test_the_chromium_check_catches_a_broken_image_a_console_error_and_a_blank_p
     check = check_page(broken)
     assert check.images == ["broken"] and any("undefinedFunction" in line for line in check.console)
     assert not check.shows_something
+
+
+HOSTILE = '<script>alert("x")</script> & "quoted" <img src=x onerror=alert(1)>'
+
+
+def _markup(page: str) -> set[str]:
+    """The tag names of every element in ``page``."""
+    return {tag.lower() for tag in re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", page)}
+
+
+def test_every_string_a_run_wrote_is_escaped(tmp_path: Path) -> None:
+    """Configuration values, claim text, titles, file names and the report's text reach the page as text."""
+    run = make_run(
+        tmp_path / "run",
+        "hostile",
+        [{**CLAIM, "claim": HOSTILE, "paper": HOSTILE}],
+        report=f"# Run {HOSTILE}\n\n| claim | note |\n|---|---|\n| {HOSTILE} | <b>x</b> |\n\n"
+        '<div onclick="alert(1)">raw block</div>\n\n'
+        "[a script](javascript:alert(1)) [hidden](JaVa\tScript:alert(2)) [data](data:text/html,x) "
+        "[paper](https://arxiv.org/abs/1) [table](results.csv)\n\n![success](success.png)\n",
+    )
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "note": HOSTILE, "experiment": f"hostile {HOSTILE}"}))
+    (run / "a<b>&c.csv").write_text("x\n1\n")
+    (run / "javascript:alert(3).json").write_text("{}")
+    page = Path(write_report([run], tmp_path / "out" / "page.html", title=f"title {HOSTILE}")["html"]).read_text()
+    # The only elements are the page's own: no script, no injected img/div/b, and no event handler attribute.
+    assert _markup(page) <= {
+        "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "a", "table", "thead",
+        "tbody", "tr", "th", "td", "section", "img", "code", "pre", "details", "summary", "em",
+    }  # fmt: skip
+    assert "<script" not in page and "<div" not in page and "<b>" not in page
+    assert not re.search(r"<[^>]*\son[a-z]+=", page), "an event handler attribute reached the page"
+    assert len(re.findall(r"<img ", page)) == 2  # success.png (referenced) and extra.png (not)
+    escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quoted&quot;"
+    assert f"<title>title {escaped}" in page and f"<h1>title {escaped}" in page  # the title
+    assert f"<td>{escaped}" in page  # the claim's text and the paper's number in the claims table
+    assert "&quot;note&quot;: &quot;&lt;script&gt;alert(\\&quot;x\\&quot;)" in page  # the configuration
+    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in page  # the report's own text, as text
+    assert "&lt;div onclick" in page and "<td>&lt;b&gt;x&lt;/b&gt;</td>" in page
+    # File names: escaped as text, percent-encoded as link targets, so a name is never a scheme.
+    assert '<a href="../run/a%3Cb%3E%26c.csv">a&lt;b&gt;&amp;c.csv</a>' in page
+    assert 'href="../run/javascript%3Aalert%283%29.json"' in page
+    # Links to scripts and data lose their target; web and relative links keep theirs.
+    for target in re.findall(r'href="([^"]*)"', page):
+        assert re.match(r"(#|https://|\.\./run/|results\.csv$)", target), target
+        assert ":" not in target.split("//", 1)[-1], target
+    assert "<a>a script</a>" in page and "<a>hidden</a>" in page and "<a>data</a>" in page
+    assert '<a href="https://arxiv.org/abs/1">paper</a>' in page and '<a href="results.csv">table</a>' in page
+
+
+def test_only_pngs_that_decode_are_embedded(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "<run>", "figures", report="# figures\n\n![success](success.png)\n\n![fake](fake.png)\n")
+    real = (run / "extra.png").read_bytes()
+    (run / "fake.png").write_bytes(b"<svg onload=alert(1)></svg>")  # a .png that is not one
+    (run / "a<b.png").write_bytes(real[:-30])  # truncated: the signature is right, the chunks are not
+    corrupted = bytearray(real)
+    corrupted[60] ^= 0xFF  # one flipped byte inside a chunk: its CRC no longer matches
+    (run / "flipped.png").write_bytes(bytes(corrupted))
+    (run / "photo.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    page = Path(write_report([run], tmp_path / "page.html")["html"]).read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    embedded = sorted(base64.b64decode(source.split(",", 1)[1]) for source in sources)
+    assert embedded == sorted([(run / "success.png").read_bytes(), real])  # the two real figures, nothing else
+    assert "<svg" not in page and "photo.jpg" not in page
+    assert "fake.png is not shown: it does not hold image/png data that decodes (no PNG signature)" in page
+    assert "a&lt;b.png is not shown" in page and "truncated" in page
+    assert "flipped.png is not shown" in page and "fails its CRC check" in page
+    assert "<a<b" not in page and "Folder: <code>" in page and "&lt;run&gt;" in page

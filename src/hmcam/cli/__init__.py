@@ -14,6 +14,7 @@ import os
 import pickle
 import sys
 import traceback
+import typing
 from collections.abc import Sequence
 
 from hmcam.cli import attack, demo, evaluate, experiment, info, report, reproduce, results, train
@@ -21,11 +22,17 @@ from hmcam.cli import attack, demo, evaluate, experiment, info, report, reproduc
 SUBCOMMANDS = (train, evaluate, attack, experiment, reproduce, results, report, info, demo)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one subcommand per task."""
-    parser = argparse.ArgumentParser(
-        prog="hmcam", description="Probabilistic adversarial attack and learning (HMCAM, CAT)."
-    )
+    """The argument parser with one subcommand per task (its subcommands' parsers are one-line too)."""
+    parser = OneLineParser(prog="hmcam", description="Probabilistic adversarial attack and learning (HMCAM, CAT).")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:

@@ -118,7 +118,10 @@ def _check_options(args: argparse.Namespace) -> list[str] | None:
         raise ValueError("give --suite or --attacks, not both")
     names = [name.strip().lower() for name in args.attacks.split(",")]
     if not all(names):
-        raise ValueError(f"--attacks must be comma-separated attack names, got {args.attacks!r}")
+        raise ValueError(f"--attacks {args.attacks!r} has an empty entry; give comma-separated attack names")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--attacks {args.attacks!r} names {', '.join(repeated)} more than once")
     for name in names:
         get_attack(name)
     return names

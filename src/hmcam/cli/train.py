@@ -250,11 +250,13 @@ def training_config(args: argparse.Namespace) -> tuple[Any, bool]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or resume) the run; returns the run summary."""
-    from hmcam.training import train
+    from hmcam.training import build_method, train
     from hmcam.training.tensorboard import require_tensorboard
 
     config, resume = training_config(args)
     check_output_folder(config.out)
     if config.tensorboard:  # before any data is fetched: the extra is installed
         require_tensorboard()
+    # The method checks its hyper-parameters (eps, steps, replays) before any data is fetched or file written.
+    build_method(config.method, dataset=config.dataset, **config.method_kwargs)
     return train(config, resume=resume)

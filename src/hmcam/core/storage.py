@@ -2,16 +2,20 @@
 
 Nothing here unpickles. A file is written to a temporary name in the same folder, flushed to disk
 and renamed over the target (and the folder flushed, so the rename survives a power cut), so a kill
-at any moment leaves either the old file or the new one.
+at any moment leaves either the old file or the new one. A write that fails (a full disk) removes its
+temporary file and leaves the old file as it was; temporary files are named ``.NAME.XXXX.tmp``,
+which no loader looks for (``*.safetensors``, ``*.json`` and ``rankN.safetensors`` never match).
 The metadata is stored twice: inside the safetensors header (the authoritative copy, so weights and
 metadata can never disagree) and as ``<name>.json`` beside it for people and other tools.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +55,59 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename, fsync of the folder).
+def _discard(paths: Sequence[Path]) -> None:
+    # Cleaning up after a failed write must not hide why it failed.
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
-    The file gets the permissions an ordinary ``open(path, "w")`` would give it (``0o666`` less the
-    umask), not the owner-only mode of the temporary file.
-    """
-    path = Path(path)
+
+def _stage(path: Path, data: bytes) -> Path:
+    """``data`` written and flushed to disk under a temporary name beside ``path``; removed again on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard([tmp])
         raise
-    _fsync_folder(path.parent)
+    return tmp
+
+
+def atomic_write_many(files: Sequence[tuple[str | os.PathLike[str], bytes]]) -> None:
+    """Write several files so that a failure while writing (a full disk) changes none of them.
+
+    Every file is first written and flushed under a temporary name; only then are they renamed over
+    their targets, in the order given (a rename needs no space), so the last is the commit point. A
+    failure before the renames removes every temporary file and leaves each target as it was.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data in files:
+            staged.append((_stage(Path(target), data), Path(target)))
+        for index, (tmp, target) in enumerate(staged):
+            os.replace(tmp, target)
+            staged[index] = (target, target)
+    except BaseException:
+        _discard([tmp for tmp, target in staged if tmp != target])
+        raise
+    for folder in dict.fromkeys(target.parent for _, target in staged):
+        _fsync_folder(folder)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename, fsync of the folder).
+
+    The file gets the permissions an ordinary ``open(path, "w")`` would give it (``0o666`` less the
+    umask), not the owner-only mode of the temporary file. A failure leaves ``path`` as it was and
+    no temporary file behind.
+    """
+    atomic_write_many([(path, data)])
 
 
 def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> None:
@@ -86,14 +123,16 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
     """Save ``tensors`` and JSON-serializable ``metadata`` to ``path`` (safetensors) and its sidecar.
 
-    The sidecar is written first and the tensor file last, so replacing the tensor file is the
-    commit point of the pair: a caller that writes several files can end with this one.
+    Both files are written to disk before either is renamed into place (:func:`atomic_write_many`),
+    so a write that fails leaves the old pair as it was; the sidecar is renamed first and the tensor
+    file last, so replacing the tensor file is the commit point of the pair: a caller that writes
+    several files can end with this one.
     """
     text = json.dumps(metadata, sort_keys=True)
     contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     blob = safetensors_bytes(contiguous, metadata={METADATA_KEY: text})
-    atomic_write_json(sidecar_path(path), metadata)
-    atomic_write(path, blob)
+    sidecar = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write_many([(sidecar_path(path), sidecar), (path, blob)])
 
 
 def load_tensors(

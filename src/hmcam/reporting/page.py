@@ -9,11 +9,16 @@ offline, from a mail attachment or a laptop without hmcam. It starts with an ove
 and every claim of the paper they check (the paper's number, ours, the verdict), then gives each run's
 own report, its environment and its configuration. The same content is written as Markdown beside
 the page for diffs and version control.
+
+Everything a run wrote reaches the page escaped: the report's Markdown is rendered with raw HTML
+turned off (a ``<script>`` in a claim's text shows as text), links keep only ``http``, ``https``,
+``mailto`` and relative targets, and every configuration value, claim, file name and title is
+escaped. Only PNG figures that decode (:func:`hmcam.reporting.png.png_problem`) are embedded; any
+other figure is left out with a note saying why.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -23,18 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import markdown
-
 from hmcam.core.storage import atomic_write
 from hmcam.core.version import __version__
+from hmcam.reporting.markup import FIGURE_SUFFIX, FigureSkipped, href, image_data, is_local, markdown_html, skipped_note
 from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, markdown_table
 
-#: What the figures may be, by suffix, and the bytes each must start with to decode.
-IMAGE_TYPES = {
-    ".png": ("image/png", b"\x89PNG\r\n\x1a\n"),
-    ".jpg": ("image/jpeg", b"\xff\xd8"),
-    ".jpeg": ("image/jpeg", b"\xff\xd8"),
-}
 #: How the page colours each verdict of the claims engine (:mod:`hmcam.experiments.claims`).
 VERDICT_CLASSES = {
     "supported": "supported",
@@ -58,6 +56,7 @@ code { background: #f0f2f5; padding: 0 .2rem; }
 .inconclusive { background: #fff1c7; } .untestable { background: #e4e7eb; }
 .meta td:first-child { font-weight: 600; white-space: nowrap; }
 .folder { color: #5a6675; font-size: .88rem; }
+.skipped { color: #8a1c12; font-style: italic; }
 """
 
 
@@ -126,19 +125,6 @@ def read_run(folder: str | os.PathLike[str]) -> FinishedRun:
     )
 
 
-def image_data(path: Path) -> str:
-    """The figure at ``path`` as a ``data:`` URI; a ValueError when it is missing or not the image its name says."""
-    kind = IMAGE_TYPES.get(path.suffix.lower())
-    if kind is None:
-        raise ValueError(f"{path}: figures must be PNG or JPEG, got {path.suffix or 'no suffix'}")
-    if not path.is_file():
-        raise ValueError(f"the report refers to {path}, which does not exist")
-    data = path.read_bytes()
-    if not data.startswith(kind[1]):
-        raise ValueError(f"{path} does not hold {kind[0]} data (damaged or misnamed)")
-    return f"data:{kind[0]};base64,{base64.b64encode(data).decode('ascii')}"
-
-
 def _shift_headings(text: str, top: int) -> str:
     """Markdown ``text`` with its headings shifted so that the highest becomes level ``top`` (fences untouched)."""
     lines = text.splitlines()
@@ -160,25 +146,6 @@ def _shift_headings(text: str, top: int) -> str:
             line = "#" * min(6, len(match.group(1)) + shift) + line[len(match.group(1)) :]
         out.append(line)
     return "\n".join(out)
-
-
-def _is_local(reference: str) -> bool:
-    return not re.match(r"[a-z][a-z0-9+.-]*:", reference, re.IGNORECASE) and not reference.startswith(("/", "#"))
-
-
-def _markdown_html(text: str, folder: Path) -> tuple[str, set[str]]:
-    """Markdown rendered to HTML with its local figures embedded; also the names of the figures it used."""
-    rendered = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
-    used: set[str] = set()
-
-    def embed(match: re.Match[str]) -> str:
-        reference = html.unescape(match.group(1))
-        if not _is_local(reference):
-            raise ValueError(f"{folder / 'report.md'} refers to {reference}; a report may only show its own figures")
-        used.add(reference)
-        return f'src="{image_data(folder / reference)}"'
-
-    return re.sub(r'src="([^"]*)"', embed, rendered), used
 
 
 class _Html(str):
@@ -307,15 +274,18 @@ def render_html(
             _table(rows, ["run", *CLAIM_COLUMNS], claim_classes),
         ]
     for index, run in enumerate(runs):
-        body, used = _markdown_html(_shift_headings(run.report, 2), run.path)
+        body, used = markdown_html(_shift_headings(run.report, 2), run.path)
         if not body.lstrip().startswith("<h2"):
             body = f"<h2>{html.escape(run.name)}</h2>" + body
-        extra = [figure for figure in run.files(tuple(IMAGE_TYPES)) if figure.name not in used]
+        extra = [figure for figure in run.files((FIGURE_SUFFIX,)) if figure.name not in used]
         parts += [f'<section id="{_anchor(index, run)}">', body]
         for figure in extra:
-            parts.append(f'<img alt="{html.escape(figure.name)}" src="{image_data(figure)}">')
+            try:
+                parts.append(f'<img alt="{html.escape(figure.name)}" src="{image_data(figure)}">')
+            except FigureSkipped as skipped:
+                parts.append(skipped_note(str(skipped)))
         links = " ".join(
-            f'<a href="{html.escape(_relative(path, page_folder))}">{html.escape(path.name)}</a>'
+            f'<a href="{html.escape(href(_relative(path, page_folder)))}">{html.escape(path.name)}</a>'
             for path in run.files((".csv", ".json"))
         )
         parts += [
@@ -361,7 +331,7 @@ def render_markdown(
 
         def relocate(match: re.Match[str], folder: Path = run.path) -> str:
             reference = match.group(2)
-            if not _is_local(reference):
+            if not is_local(reference):
                 return match.group(0)
             return f"![{match.group(1)}]({_relative(folder / reference, page_folder)})"
 
