@@ -16,6 +16,7 @@ from hmcam.core.validate import choose
 from hmcam.experiments.at_efficiency import CLAIMS, EXPERIMENT, SCALES, Scale, key, plan, restrict, runs
 from hmcam.experiments.at_efficiency_claims import (
     CONVERGED_GAIN,
+    budget_gains,
     compare,
     converged,
     last_gain,
@@ -35,7 +36,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The whole smoke scale (8 methods x 2 seeds, 3 of them also at 2 more budgets), run once for this module."""
+    """The whole smoke scale (8 methods x 2 seeds, 5 of them also at 2 more budgets), run once for this module."""
     return _run(SCALES["smoke"], tmp_path_factory.mktemp("smoke"))
 
 
@@ -189,9 +190,17 @@ def test_sweep_claims_are_declared_per_budget_but_the_main_one_and_judged_by_han
     assert all(record["unit"] == "seeds" and record["n"] == 3 for record in found.values())
     assert found["sweep-3/cat-vs-pgd-at"]["estimate"] == pytest.approx(7.0)
     assert "weight updates per example: CAT 4, PGD-AT 2" in found["sweep-3/cat-vs-pgd-at"]["ours"]
-    # The sweep's runs do not enter the main claims: those are the same with or without them.
-    alone = {r["name"]: r["estimate"] for r in judge_studies(main, scale) if not r["name"].startswith("sweep-")}
-    assert alone == {r["name"]: r["estimate"] for r in records if not r["name"].startswith("sweep-")}
+    # The sweep's runs do not enter the main claims' estimates; they measure convergence. PGD-AT is 7 points
+    # more robust at 9 passes than at 6, so the main claim against it is untestable; the others are unchanged.
+    everything = {r["name"]: r for r in records}
+    assert everything["cat-vs-pgd-at"]["verdict"] == "untestable"
+    assert everything["cat-vs-pgd-at"]["reason"] == (
+        "PGD-AT had not converged at 6 passes per example: +7.0 AutoAttack points at 9"
+    )
+    others = [name for name in CLAIMS if name != "cat-vs-pgd-at"]
+    alone = {r["name"]: r for r in judge_studies(main, scale)}
+    assert {n: alone[n]["estimate"] for n in others} == {n: everything[n]["estimate"] for n in others}
+    assert alone["cat-vs-pgd-at"]["verdict"] == "supported"  # without a larger budget, convergence is not measured
     # Without the other budgets' runs those claims are untestable, and one seed is too few.
     missing = {r["name"]: r for r in judge_studies(main, scale)}
     assert missing["sweep-9/cat-vs-trades"]["verdict"] == "untestable"
@@ -211,11 +220,38 @@ def test_mean_curve_and_last_epoch_gain() -> None:
     assert last_gain(mean[:1]) == {"clean": None, "robust": None}
 
 
-def test_an_arm_converged_when_its_last_epoch_gained_under_the_threshold() -> None:
+def test_an_arm_converged_when_the_next_budget_gained_under_the_threshold() -> None:
     assert CONVERGED_GAIN == 0.01
     assert converged(0.009) is True and converged(-0.02) is True
     assert converged(0.01) is False and converged(0.03) is False
     assert converged(None) is None
+    scale = SCALES["smoke"]
+    study = scale.studies[0]
+    main = _runs(study.name, AUTOATTACK, CLEAN, DROPS)
+    # At 9 passes CAT gains half a point, PGD-AT two; a smaller budget says nothing of convergence.
+    runs = main + _runs(study.name, {"CAT": [45.5, 46.5, 46.0], "PGD-AT": [40.0, 41.0, 40.5]}, {}, {}, 9)
+    runs += _runs(study.name, {"CAT": [10.0, 11.0, 12.0], "Free": [10.0, 11.0, 12.0]}, {}, {}, 3)
+    gains = budget_gains(study, runs)
+    assert gains["CAT"] == {"budget": 9, "gain": pytest.approx(0.005)}
+    assert gains["PGD-AT"] == {"budget": 9, "gain": pytest.approx(0.02)}
+    assert gains["Free"] is None and gains["natural"] is None
+    found = {r["name"]: r for r in judge_studies(runs, scale)}
+    assert found["cat-vs-pgd-at"]["verdict"] == "untestable"
+    assert (
+        found["cat-vs-pgd-at"]["reason"]
+        == "PGD-AT had not converged at 6 passes per example: +2.0 AutoAttack points at 9"
+    )
+    # Free's convergence was not measured: its claim is judged, and says what was measured.
+    assert found["cat-vs-free"]["verdict"] == "inconclusive"
+    assert found["cat-vs-free"]["ours"].endswith("; AutoAttack gain at the next budget: CAT +0.5 at 9 points")
+    assert found["jcd-vs-ce"]["verdict"] == "inconclusive"  # only the robustness claims wait for convergence
+    # CAT itself still rising makes every robustness claim untestable.
+    rising = main + _runs(study.name, {"CAT": [48.0, 49.0, 48.5]}, {}, {}, 9)
+    reasons = {r["name"]: r["reason"] for r in judge_studies(rising, scale)}
+    for rival in ("pgd-at", "free", "yopo"):
+        assert (
+            reasons[f"cat-vs-{rival}"] == "CAT had not converged at 6 passes per example: +3.0 AutoAttack points at 9"
+        )
 
 
 def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
@@ -241,17 +277,18 @@ def test_small_scale_gives_every_method_the_same_budget_in_passes() -> None:
     # YOPO-5-3: five full passes and five through the first layer, a large share of the MLP's multiply-adds.
     assert 5 < passes < 10
     assert epochs["YOPO"] == round(40 / passes)
-    # The sweep: CAT, PGD-AT and TRADES at three budgets, the main one among them, shown in the plan.
+    # The sweep: CAT and its rivals at three budgets bracketing the main one, shown in the plan; the largest
+    # measures every rival's convergence at the main budget.
     assert len(study.sweep) >= 3 and study.budget in study.sweep
-    assert set(study.sweep_arms) == {"CAT", "PGD-AT", "TRADES"}
+    assert set(study.sweep_arms) == {"CAT", "PGD-AT", "TRADES", "Free", "YOPO"}
     shown = plan(scale)["studies"][0]["sweep"]
     assert [row["budget"] for row in shown] == sorted(study.sweep)
     assert all(set(row["arms"]) == set(study.sweep_arms) for row in shown)
-    assert list(study.sweep) == [10, 20, 40] and [row["arms"]["CAT"] for row in shown] == [1, 2, 4]
-    assert list(budgets(study)) == [40, 10, 20]
-    assert [arm.label for arm in at_budget(study, 10).arms] == ["PGD-AT", "TRADES", "CAT"]
-    # 8 arms at 40 passes, 3 at 10 and 20, 5 seeds each: 70 runs, none twice.
-    assert len(runs(scale)) == 70 == len({key(job) for job in runs(scale)})
+    assert list(study.sweep) == [20, 40, 80] and [row["arms"]["CAT"] for row in shown] == [2, 4, 9]
+    assert list(budgets(study)) == [40, 20, 80]
+    assert [arm.label for arm in at_budget(study, 80).arms] == ["PGD-AT", "Free", "YOPO", "TRADES", "CAT"]
+    # 8 arms at 40 passes, 5 at 20 and 80, 5 seeds each: 90 runs, none twice.
+    assert len(runs(scale)) == 90 == len({key(job) for job in runs(scale)})
 
 
 def test_paper_scale_has_the_papers_settings() -> None:
@@ -283,6 +320,11 @@ def test_restrict_checks_what_it_is_given() -> None:
         restrict(scale, budget=float("nan"))
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         choose("scale", "huge", SCALES)
+
+
+def json_runs(out: Path) -> list[dict[str, Any]]:
+    """Every run's cached result in the run folder ``out``, at every budget."""
+    return [json.loads(path.read_text()) for path in sorted((out / "cache").glob("*.outcome.json"))]
 
 
 def _cached(out: Path, budget: float, arm: str, seed: int) -> Path:
@@ -325,17 +367,25 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     assert gains["natural"]["clean"] == pytest.approx(
         summary["curves"]["natural"][-1]["clean"] - summary["curves"]["natural"][-2]["clean"]
     )
-    # Convergence per arm at the main budget: the robust gain of the last epoch against the threshold.
+    # Convergence per arm at the main budget: the AutoAttack gain at the sweep's next budget against the threshold.
     assert summary["converged_gain"] == CONVERGED_GAIN
-    assert summary["converged"] == {label: converged(gain["robust"]) for label, gain in gains.items()}
+    assert summary["budget_gain"] == budget_gains(study, json_runs(out))
+    further = summary["budget_gain"]
+    assert {label for label, gain in further.items() if gain is not None} == set(study.sweep_arms)
+    assert summary["converged"] == {label: converged(None if g is None else g["gain"]) for label, g in further.items()}
     late = [arm.label for arm in study.arms if summary["converged"][arm.label] is False]
-    listed = f"in the last epoch, mean over seeds): {', '.join(late)}."
+    listed = f"next budget, mean over seeds): {', '.join(late)}; a robustness claim against them is untestable."
     assert (listed in report) == bool(late)
-    assert ("Every arm with a measured last epoch converged" in report) != bool(late)
+    assert ("Every arm with a measured convergence converged" in report) != bool(late)
+    assert "Not measured (no run at a larger budget): natural, fast, CAT-CE." in report
     claims = results["claims"]
     assert [claim["name"] for claim in claims] == [*CLAIMS, *(claim.name for claim in sweep_claims(study))]
     assert len(claims) == 10 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)
-    assert all(set(FIELDS) <= set(claim) and claim["unit"] == "seeds" and claim["n"] == 2 for claim in claims)
+    assert all(set(FIELDS) <= set(claim) and claim["unit"] == "seeds" for claim in claims)
+    # Every claim judged on both seeds, but a robustness claim against an arm still rising at the next budget.
+    for claim in claims:
+        gated = claim["verdict"] == "untestable" and "had not converged" in claim["reason"]
+        assert claim["n"] == 2 or (gated and claim["name"].startswith("cat-vs-")), claim
     table = list(csv.DictReader((out / "claims.csv").open()))
     assert [row["name"] for row in table] == [claim["name"] for claim in claims] and list(table[0]) == list(FIELDS)
     assert smoke["claims"] == claims
@@ -355,7 +405,7 @@ def test_smoke_run_sweeps_the_budget_and_counts_weight_updates(smoke: dict[str, 
     assert sorted({(float(r["budget"]), r["arm"]) for r in rows}) == sorted(
         (b, a) for b in (3.0, 9.0) for a in study.sweep_arms
     )
-    assert len(rows) == 3 * 2 * 2
+    assert len(rows) == len(study.sweep_arms) * 2 * 2
     for row in rows:
         swept = at_budget(study, float(row["budget"]))
         arm = next(arm for arm in swept.arms if arm.label == row["arm"])
@@ -376,7 +426,11 @@ def test_smoke_run_sweeps_the_budget_and_counts_weight_updates(smoke: dict[str, 
     assert all(row["arms"]["CAT"]["autoattack"]["std"] >= 0 for row in sweep)
     # The main runs at 6 passes are the sweep's at 6: one run each, one cached result.
     assert sweep[1]["arms"]["CAT"] == results["studies"][study.name]["arms"]["CAT"]
-    assert len(list((out / "cache").glob("*.outcome.json"))) == len(runs(SCALES["smoke"])) == 8 * 2 + 3 * 2 * 2
+    assert (
+        len(list((out / "cache").glob("*.outcome.json")))
+        == len(runs(SCALES["smoke"]))
+        == 8 * 2 + len(study.sweep_arms) * 2 * 2
+    )
     assert [row["budget"] for row in results["plan"]["studies"][0]["sweep"]] == [3, 6, 9]
 
 

@@ -41,9 +41,14 @@ RIVALS = ("PGD-AT", "Free", "YOPO")
 FEW_SEEDS = "needs at least 2 seeds per arm"
 #: The rivals CAT is judged against at every budget of a study's sweep other than its own.
 SWEEP_RIVALS = ("PGD-AT", "TRADES")
-#: An arm has converged when its mean robust accuracy over seeds rose by less than this (a fraction: 1 point)
-#: in the last epoch at the main budget. Reported beside the claims; it changes no verdict.
+#: An arm has converged at the study's budget when its mean AutoAttack robust accuracy over seeds at the next
+#: budget of the sweep (twice the budget at ``small``) is less than this above its mean at the budget (a
+#: fraction: 1 point). More training no longer buys robustness there: the per-epoch curve cannot show this
+#: under a schedule annealed to zero, whose last epoch always gains. A robustness claim against an arm
+#: measured not to have converged (CAT's own included) is untestable.
 CONVERGED_GAIN = 0.01
+#: Why a robustness claim is untestable when an arm was measured still gaining at the compared budget.
+NOT_CONVERGED = "{arm} had not converged at {budget:g} passes per example: {gain:+.1f} AutoAttack points at {next:g}"
 EXPERIMENT = "at-efficiency"
 
 
@@ -191,8 +196,27 @@ def last_gain(curve: Sequence[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def converged(gain: float | None) -> bool | None:
-    """Whether a last-epoch robust gain is under :data:`CONVERGED_GAIN` (None when it was not measured)."""
+    """Whether a gain of robust accuracy is under :data:`CONVERGED_GAIN` (None when it was not measured)."""
     return None if gain is None else gain < CONVERGED_GAIN
+
+
+def budget_gains(study: Study, runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
+    """Per arm of ``study``: its mean AutoAttack gain from the study's budget to the next budget it ran at.
+
+    ``runs`` are the study's runs at every budget. An arm with no runs above the study's budget (not
+    in the sweep, or the study has no larger budget) maps to None: its convergence was not measured.
+    """
+    gains: dict[str, dict[str, float] | None] = {}
+    for arm in study.arms:
+        mine = [run for run in runs if run["arm"] == arm.label]
+        here = [run[JUDGED] for run in mine if run["budget"] == study.budget]
+        above = sorted({run["budget"] for run in mine if study.budget is not None and run["budget"] > study.budget})
+        if not here or not above:
+            gains[arm.label] = None
+            continue
+        there = [run[JUDGED] for run in mine if run["budget"] == above[0]]
+        gains[arm.label] = {"budget": above[0], "gain": statistics.fmean(there) - statistics.fmean(here)}
+    return gains
 
 
 def _spreads(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -215,6 +239,8 @@ def sweep_summary(study: Study, runs: Sequence[dict[str, Any]]) -> list[dict[str
 def study_summaries(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str, Any]:
     """Per study: each arm's spreads, mean curve, last-epoch gain, convergence, oscillation, differences, sweep.
 
+    Convergence comes from :func:`budget_gains`; the last-epoch gain of the mean curve is descriptive.
+
     ``results`` are every run of the scale, at every budget: all but the sweep's come from the runs at
     each study's own budget.
     """
@@ -234,6 +260,7 @@ def study_summaries(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str
             if a != b
         }
         drops = {label: statistics.fmean(oscillation(run["curve"]) for run in runs) for label, runs in rows.items()}
+        further = {label: gain for label, gain in budget_gains(study, everywhere).items() if label in rows}
         studies[study.name] = {
             "budget": study.budget,
             "arms": arms,
@@ -241,7 +268,8 @@ def study_summaries(results: Sequence[dict[str, Any]], scale: Scale) -> dict[str
             "oscillation": drops,
             "curves": curves,
             "last_gain": gains,
-            "converged": {label: converged(gain["robust"]) for label, gain in gains.items()},
+            "budget_gain": further,
+            "converged": {label: converged(None if gain is None else gain["gain"]) for label, gain in further.items()},
             "converged_gain": CONVERGED_GAIN,
             "sweep": sweep_summary(study, everywhere),
             "seeds": list(scale.seeds),
@@ -303,21 +331,52 @@ def _measured(name: str, arms: dict[str, list[dict[str, Any]]], rival: str) -> s
     )
 
 
-def study_evidence(runs: Sequence[dict[str, Any]]) -> list[Evidence]:
-    """The evidence for every claim of :data:`CLAIMS` from one study's ``runs``, in its order.
+def _still_rising(study: Study, gains: dict[str, dict[str, float] | None], labels: Sequence[str]) -> str | None:
+    """Why a robustness claim between ``labels`` is untestable: the first arm measured not converged, else None."""
+    for label in labels:
+        gain = gains.get(label)
+        if gain is not None and not converged(gain["gain"]):
+            assert study.budget is not None  # a gain is only measured above a budget
+            return NOT_CONVERGED.format(arm=label, budget=study.budget, gain=100 * gain["gain"], next=gain["budget"])
+    return None
 
-    A claim whose arms (CAT and its rival, :data:`CLAIM_RIVALS`) were not both run is untestable.
+
+def _gains_sentence(gains: dict[str, dict[str, float] | None], labels: Sequence[str]) -> str:
+    # The robust gain each arm made at the next budget, where it was measured: the claim's convergence check.
+    measured = [(label, gain) for label in labels if (gain := gains.get(label)) is not None]
+    if not measured:
+        return "; convergence not measured"
+    said = ", ".join(f"{label} {100 * gain['gain']:+.1f} at {gain['budget']:g}" for label, gain in measured)
+    return f"; AutoAttack gain at the next budget: {said} points"
+
+
+def study_evidence(study: Study, runs: Sequence[dict[str, Any]]) -> list[Evidence]:
+    """The evidence for every claim of :data:`CLAIMS` from ``study``'s runs (every budget), in its order.
+
+    Claims are judged on the runs at the study's budget. A claim whose arms (CAT and its rival,
+    :data:`CLAIM_RIVALS`) were not both run is untestable, and so is a robustness claim against
+    :data:`RIVALS` when CAT or the rival had not converged (:func:`budget_gains`, :data:`CONVERGED_GAIN`).
     """
     arms: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        arms.setdefault(run["arm"], []).append(run)
+        if run["budget"] == study.budget:
+            arms.setdefault(run["arm"], []).append(run)
+    gains = budget_gains(study, runs)
     found = []
     for name, claim in CLAIMS.items():
         rival = CLAIM_RIVALS[name]
         if "CAT" not in arms or rival not in arms:
             found.append(claim.evidence(ours="not run", untestable=f"no runs of CAT and {rival}"))
+            continue
+        ours = _measured(name, arms, rival)
+        rising = None
+        if name.startswith("cat-vs-"):
+            ours += _gains_sentence(gains, ("CAT", rival))
+            rising = _still_rising(study, gains, ("CAT", rival))
+        if rising is not None:
+            found.append(claim.evidence(ours=ours, untestable=rising))
         else:
-            found.append(_evidence(claim, arms, rival, CLAIM_METRICS.get(name, JUDGED), _measured(name, arms, rival)))
+            found.append(_evidence(claim, arms, rival, CLAIM_METRICS.get(name, JUDGED), ours))
     return found
 
 
@@ -358,7 +417,7 @@ def run_evidence(runs: Sequence[dict[str, Any]], scale: Scale) -> list[Evidence]
     evidence = []
     for study in scale.studies:
         everywhere = [run for run in runs if run["study"] == study.name]
-        found = study_evidence([run for run in everywhere if run["budget"] == study.budget])
+        found = study_evidence(study, everywhere)
         found += sweep_evidence(study, everywhere)
         evidence += [_in_study(item, study.name) if several else item for item in found]
     return evidence

@@ -37,6 +37,10 @@ def _gain(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f}"
 
 
+def _next_gain(gain: dict[str, float] | None) -> str:
+    return "not measured" if gain is None else f"{100 * gain['gain']:+.1f} at {gain['budget']:g}"
+
+
 def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
@@ -61,6 +65,7 @@ def _arm_rows(study: Study, study_summary: dict[str, Any]) -> tuple[list[dict[st
             "last-epoch gain": "clean {clean}, robust {robust}".format(
                 **{key: _gain(value) for key, value in study_summary["last_gain"][label].items()}
             ),
+            "gain at the next budget": _next_gain(study_summary["budget_gain"][label]),
             "converged": _yes_no(study_summary["converged"][label]),
         }
         table_rows.append(row)
@@ -126,19 +131,17 @@ def _setting(study: Study, scale: Scale) -> str:
 
 
 def _convergence_sentence(study: Study, study_summary: dict[str, Any]) -> str:
-    # Which arms were still gaining robust accuracy at the end of the main budget.
+    # Which arms were still gaining robust accuracy at a larger budget, and whose convergence was not measured.
     late = [label for label, done in study_summary["converged"].items() if done is False]
     unknown = [label for label, done in study_summary["converged"].items() if done is None]
     where = f"at {study.budget:g} passes per example" if study.budget else "at the paper's epochs"
     said = (
-        f"Not converged {where} (robust accuracy still rising by {100 * CONVERGED_GAIN:g} point or more in the "
-        f"last epoch, mean over seeds): {', '.join(late)}."
+        f"Not converged {where} (AutoAttack robust accuracy {100 * CONVERGED_GAIN:g} point or more higher at the "
+        f"next budget, mean over seeds): {', '.join(late)}; a robustness claim against them is untestable."
         if late
-        else f"Every arm with a measured last epoch converged {where}."
+        else f"Every arm with a measured convergence converged {where}."
     )
-    return said + (
-        f" Not measured (one epoch or no per-epoch robust accuracy): {', '.join(unknown)}." if unknown else ""
-    )
+    return said + (f" Not measured (no run at a larger budget): {', '.join(unknown)}." if unknown else "")
 
 
 def _study_lines(study: Study, scale: Scale, study_summary: dict[str, Any]) -> list[str]:
@@ -165,11 +168,12 @@ def _study_lines(study: Study, scale: Scale, study_summary: dict[str, Any]) -> l
         "### Convergence",
         "",
         f"Per-epoch clean and PGD accuracy (the trainer's per-epoch evaluation), mean over seeds, against "
-        f"gradient passes and training time ({curves_file(study)}). The last epoch's gain, in points, says whether "
-        f"a curve had flattened by the end of its budget; an arm has converged when its robust gain is under "
-        f"{100 * CONVERGED_GAIN:g} point.",
+        f"gradient passes and training time ({curves_file(study)}). The learning rate anneals to zero at the end "
+        f"of every run, so the last epoch gains whatever the budget: its gain, in points, is shown but decides "
+        f"nothing. An arm has converged when a run with the next budget of the sweep is less than "
+        f"{100 * CONVERGED_GAIN:g} point more robust under AutoAttack (mean over seeds, points).",
         "",
-        markdown_table(shown_rows, ["arm", "passes", "last-epoch gain", "converged"]),
+        markdown_table(shown_rows, ["arm", "passes", "last-epoch gain", "gain at the next budget", "converged"]),
         "",
         _convergence_sentence(study, study_summary),
         "",
