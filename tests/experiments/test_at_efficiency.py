@@ -378,6 +378,15 @@ def test_smoke_run_writes_every_table_figure_and_claim(smoke: dict[str, Any]) ->
     assert (listed in report) == bool(late)
     assert ("Every arm with a measured convergence converged" in report) != bool(late)
     assert "Not measured (no run at a larger budget): natural, fast, CAT-CE." in report
+    # The same, per arm in points, in convergence.csv: the table the results page shows.
+    assert results["shown_tables"] == ["convergence.csv"]
+    table = {row["arm"]: row for row in csv.DictReader((out / "convergence.csv").open())}
+    assert list(table) == list(summary["converged"])
+    assert table["natural"]["next_budget"] == "n/a" and table["natural"]["converged"] == "n/a"
+    cat = summary["budget_gain"]["CAT"]
+    assert float(table["CAT"]["next_budget"]) == cat["budget"] == 9
+    assert float(table["CAT"]["autoattack_gain"]) == pytest.approx(100 * cat["gain"], abs=0.01)
+    assert table["CAT"]["converged"] == ("yes" if summary["converged"]["CAT"] else "no")
     claims = results["claims"]
     assert [claim["name"] for claim in claims] == [*CLAIMS, *(claim.name for claim in sweep_claims(study))]
     assert len(claims) == 10 and all(claim["verdict"] in VERDICTS and claim["paper"] for claim in claims)

@@ -49,7 +49,8 @@ def _summarize(context: Context[ToyScale, ToySettings, float], outcomes: Mapping
         text="## Toy\n\nDoubling.",
         evidence=[CLAIM.evidence(differences, ours=f"{differences.mean():+.1f}")],
         figures={"toy.png": lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n")},
-        tables={"extra.csv": (rows, ["job"])},
+        tables={"extra.csv": (rows, ["job"]), "hidden.csv": (rows, ["value"])},
+        shown=["extra.csv"],
         results={"total": sum(values)},
     )
 
@@ -82,6 +83,7 @@ def test_a_run_computes_each_job_once_and_writes_every_file(tmp_path: Path) -> N
         sum(2 * j + 1 for j in range(1, 30))
     )
     assert [claim["verdict"] for claim in results["claims"]] == ["supported"]
+    assert results["shown_tables"] == ["extra.csv"]  # the results page shows it after results.csv
     report = (out / "report.md").read_text()
     assert (
         report.index("## Toy")
@@ -99,6 +101,11 @@ def test_a_run_without_evidence_for_a_declared_claim_fails(tmp_path: Path) -> No
     silent = Experiment(**{**TOY.__dict__, "summarize": lambda context, outcomes: Summary([], ["job"], "", [])})
     with pytest.raises(RuntimeError, match="no evidence for its declared claims"):
         run_experiment(silent, TOY.scale("smoke"), RunOptions(tmp_path, progress=False))
+
+
+def test_a_summary_shows_only_tables_it_has() -> None:
+    with pytest.raises(ValueError, match=r"shown tables \['missing.csv'\] are not among the summary's tables"):
+        Summary([], ["job"], "", [], tables={"extra.csv": ([], ["job"])}, shown=["missing.csv"])
 
 
 def test_unknown_scales_are_refused_by_name() -> None:

@@ -95,6 +95,12 @@ def test_the_page_gives_every_claim_its_verdict_and_estimate_and_each_experiment
         assert row.endswith(f"| {entry['seconds'] / 60:.1f} |")
     assert results["run"]["command"] is None or results["run"]["command"] in page
     assert "Inconclusive" in page and "not a refutation" in page and "## Sensitivity to eps" in page
+    # The further tables an experiment names for the page follow its results table: at-efficiency's convergence.
+    training = published / "at-efficiency"
+    assert _results(training)["shown_tables"] == ["convergence.csv"]
+    header = "| study | arm | budget | last_epoch_gain | next_budget | autoattack_gain | converged |"
+    section = page[page.index("## at-efficiency") :]
+    assert section.index("`convergence.csv`:") < section.index(header) < section.index("| claim | paper |")
     for verdict in {claim["verdict"] for claim in results["claims"]}:
         count = sum(claim["verdict"] == verdict for claim in results["claims"])
         assert f"{count} {verdict}" in page and f"{count} {verdict}" in readme_summary(published)

@@ -24,10 +24,13 @@ from hmcam.core.storage import atomic_write_json
 from hmcam.experiments.at_efficiency_claims import CLAIMS, run_evidence, study_summaries
 from hmcam.experiments.at_efficiency_plan import SCALES, Arm, Scale, Study, at_budget, budgets, plan, restrict
 from hmcam.experiments.at_efficiency_report import (
+    CONVERGENCE_COLUMNS,
+    CONVERGENCE_TABLE,
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
     SUMMARY_TABLE,
     SWEEP_TABLE,
+    convergence_rows,
     curve_figures,
     report_text,
     summary_rows,
@@ -128,7 +131,9 @@ def summarize(context: Context[Scale, Scale, None], outcomes: Mapping[Job, Mappi
         tables={
             SWEEP_TABLE: ([{name: run[name] for name in RUN_COLUMNS} for run in swept], RUN_COLUMNS),
             SUMMARY_TABLE: (summary_rows(scale, summaries), SUMMARY_COLUMNS),
+            CONVERGENCE_TABLE: (convergence_rows(scale, summaries), CONVERGENCE_COLUMNS),
         },
+        shown=(CONVERGENCE_TABLE,),
         results={"plan": plan(scale), "studies": summaries},
     )
 

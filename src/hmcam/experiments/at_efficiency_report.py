@@ -25,6 +25,10 @@ SWEEP_TABLE = "sweep.csv"
 COUNTS = ("train_minutes", "passes", "updates")
 #: The table of means and standard deviations over seeds, one row per study and arm.
 SUMMARY_TABLE = "summary.csv"
+#: Each arm's convergence at its study's budget (points): the last epoch's robust gain (descriptive), the next
+#: budget it ran at, its AutoAttack gain there and whether it converged (yes, no, n/a: not measured).
+CONVERGENCE_TABLE = "convergence.csv"
+CONVERGENCE_COLUMNS = ("study", "arm", "budget", "last_epoch_gain", "next_budget", "autoattack_gain", "converged")
 SUMMARY_COLUMNS = ("study", "arm", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")))
 
 
@@ -197,6 +201,31 @@ def report_text(scale: Scale, summaries: dict[str, Any]) -> str:
 def summary_rows(scale: Scale, summaries: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of :data:`SUMMARY_TABLE`: per study and arm, each metric's mean and standard deviation."""
     return [row for study in scale.studies for row in _arm_rows(study, summaries[study.name])[0]]
+
+
+def _points(value: float | None) -> float | str:
+    return "n/a" if value is None else round(100 * value, 2)
+
+
+def convergence_rows(scale: Scale, summaries: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of :data:`CONVERGENCE_TABLE`: per study and arm, its convergence at the study's budget, in points."""
+    rows = []
+    for study in scale.studies:
+        summary = summaries[study.name]
+        for label, done in summary["converged"].items():
+            gain = summary["budget_gain"][label]
+            rows.append(
+                {
+                    "study": study.name,
+                    "arm": label,
+                    "budget": "own epochs" if study.budget is None else study.budget,
+                    "last_epoch_gain": _points(summary["last_gain"][label]["robust"]),
+                    "next_budget": "n/a" if gain is None else gain["budget"],
+                    "autoattack_gain": "n/a" if gain is None else _points(gain["gain"]),
+                    "converged": _yes_no(done),
+                }
+            )
+    return rows
 
 
 def curve_figures(scale: Scale, summaries: dict[str, Any]) -> dict[str, Callable[[Path], None]]:

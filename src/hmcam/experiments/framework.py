@@ -37,6 +37,7 @@ from hmcam.core.validate import choose
 from hmcam.experiments.claims import FIELDS as CLAIM_FIELDS
 from hmcam.experiments.claims import Claim, Evidence, judge
 from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_records
+from hmcam.reporting.results_page import SHOWN_TABLES
 from hmcam.reporting.run_folder import RunFolder
 from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, markdown_table
 
@@ -98,8 +99,8 @@ class Summary:
 
     ``rows``/``columns``: the main table (``results.csv``); ``text``: the report's Markdown before the
     claims (what was compared, how, the tables); ``figures``: PNG name -> a function drawing it at a
-    path; ``tables``: further CSV name -> table; ``evidence``: one per declared claim; ``results``:
-    further entries of ``results.json``.
+    path; ``tables``: further CSV name -> table; ``shown``: the further tables the results page shows
+    after the main one; ``evidence``: one per declared claim; ``results``: further entries of ``results.json``.
     """
 
     rows: Sequence[dict[str, Any]]
@@ -108,7 +109,13 @@ class Summary:
     evidence: Sequence[Evidence]
     figures: Mapping[str, Callable[[Path], Any]] = field(default_factory=dict)
     tables: Mapping[str, Table] = field(default_factory=dict)
+    shown: Sequence[str] = ()
     results: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.shown if name not in self.tables]
+        if unknown:
+            raise ValueError(f"shown tables {unknown} are not among the summary's tables {list(self.tables)}")
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,8 @@ def finish(
         }
     )
     results = {"rows": list(summary.rows), **summary.results, "claims": claims}
+    if summary.shown:
+        results[SHOWN_TABLES] = list(summary.shown)
     folder.write_results({"experiment": experiment.name, "scale": scale, "settings": settings, **results})
     folder.write_table(summary.rows, summary.columns)
     for name, (rows, columns) in summary.tables.items():

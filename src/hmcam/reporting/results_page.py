@@ -25,6 +25,8 @@ from hmcam.reporting.tables import CLAIM_COLUMNS, claim_rows, interval_text, mar
 #: The markers of the README's generated block.
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 #: The files of the reproduction's own folder that are published.
+#: The key of an experiment's ``results.json`` naming its further tables this page shows after ``results.csv``.
+SHOWN_TABLES = "shown_tables"
 TOP_FILES = ("config.json", "results.json", "results.csv", "claims.csv", "sensitivity.csv", "progress.json")
 #: The kinds of file published from each experiment's folder (caches, checkpoints and pages are left out).
 EXPERIMENT_SUFFIXES = (".json", ".csv", ".png")
@@ -38,8 +40,8 @@ INCONCLUSIVE = (
     "its margin, after Holm's adjustment over every claim on this page. *Contradicted*: the test finds the "
     "opposite. *Inconclusive*: no effect was detected either way at this run's size; the `mde` column gives "
     "the smallest effect the run could have detected, so an inconclusive claim is not a refutation, only "
-    "a sign that any effect is smaller than that or needs a larger run. *Untestable*: this run has no data "
-    "for the claim (the reason says why)."
+    "a sign that any effect is smaller than that or needs a larger run. *Untestable*: this run cannot test "
+    "the claim: it has no data for it, or a condition the claim declared fails (the reason says which)."
 )
 
 
@@ -138,6 +140,16 @@ def _csv_table(path: Path) -> str:
         columns = list(reader.fieldnames or [])
         rows = [{column: _escape(_number(row.get(column) or "")) for column in columns} for row in reader]
     return markdown_table(rows, [_escape(column) for column in columns])
+
+
+def _shown_tables(folder: Path) -> list[Path]:
+    """The further tables an experiment's ``results.json`` names under :data:`SHOWN_TABLES` that exist."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return []
+    results = _load(path)
+    names = (results.get(SHOWN_TABLES) if isinstance(results, dict) else None) or []
+    return [folder / name for name in names if (folder / name).is_file()]
 
 
 def _claims_table(claims: Sequence[Mapping[str, Any]], experiment: bool) -> str:
@@ -325,6 +337,8 @@ def render(results_dir: str | os.PathLike[str], figures: str = "results") -> str
         table = folder / entry["folder"] / "results.csv"
         if table.is_file():
             lines += [_csv_table(table)]
+        for shown in _shown_tables(folder / entry["folder"]):
+            lines += [f"`{shown.name}`:", "", _csv_table(shown)]
         own = [claim for claim in claims if claim.get("experiment") == name]
         if own:
             lines += [_claims_table(own, experiment=False)]
