@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmcam.models.resnet import CifarResNet, PaddingShortcut, resnet32
+from hmcam.models.resnet import BasicBlock, CifarResNet, PaddingShortcut, resnet32
 
 
 def test_resnet32_has_exactly_464154_parameters():
@@ -40,3 +40,15 @@ def test_option_a_shortcut_subsamples_and_zero_pads_channels_symmetrically():
 def test_depth_must_have_at_least_one_block_per_stage():
     with pytest.raises(ValueError, match="blocks_per_stage"):
         CifarResNet(0)
+
+
+def test_a_block_changes_shape_by_padding_or_by_projection() -> None:
+    x = torch.randn(2, 16, 8, 8)
+    padded, projected = BasicBlock(16, 32, 2), BasicBlock(16, 32, 2, "projection")
+    assert isinstance(padded.shortcut, PaddingShortcut)
+    # Option B: a 1x1 conv-BN named shortcut.0 / shortcut.1, as the published CIFAR ResNet-18 stores it.
+    assert {name for name, _ in projected.shortcut.named_parameters()} == {"0.weight", "1.weight", "1.bias"}
+    assert padded(x).shape == projected(x).shape == (2, 32, 4, 4)
+    assert isinstance(BasicBlock(16, 16, 1, "projection").shortcut, torch.nn.Identity)
+    with pytest.raises(ValueError, match="shortcut must be 'padding' or 'projection', got 'conv'"):
+        BasicBlock(16, 32, 2, "conv")

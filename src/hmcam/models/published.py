@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from hmcam.models.external import load_weights
 from hmcam.models.preact_resnet import PreActBlock, PreActResNet18
+from hmcam.models.resnet import BasicBlock
 from hmcam.models.wide_resnet import WideResNet
 
 
@@ -68,30 +69,8 @@ class PublishedPreActResNet18(PreActResNet18):
         return logits
 
 
-class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus an identity or 1x1 conv-BN shortcut, then ReLU (kuangliu's layout)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
 class ResNet18(nn.Module):
-    """ResNet-18 for 32x32 inputs: 3x3 stem with 64 channels, 2-2-2-2 basic blocks, 64-128-256-512 channels."""
+    """ResNet-18 for 32x32 inputs (kuangliu's layout): 3x3 stem, 2-2-2-2 basic blocks with projection shortcuts."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -100,7 +79,8 @@ class ResNet18(nn.Module):
         stages = []
         channels = 64
         for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages.append(nn.Sequential(BasicBlock(channels, width, stride), BasicBlock(width, width, 1)))
+            blocks = (BasicBlock(channels, width, stride, "projection"), BasicBlock(width, width, 1, "projection"))
+            stages.append(nn.Sequential(*blocks))
             channels = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(512, num_classes)

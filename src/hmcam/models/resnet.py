@@ -33,18 +33,29 @@ class PaddingShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity (or option-A) shortcut and a ReLU after the sum."""
+    """Two 3x3 conv-BN layers with an identity shortcut, or one that changes shape, and a ReLU after the sum.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    ``shortcut`` is the kind that changes shape: ``"padding"`` (He et al.'s option A,
+    :class:`PaddingShortcut`, no parameters) or ``"projection"`` (option B: a 1x1 conv-BN, as in
+    kuangliu's CIFAR ResNet-18 and :class:`hmcam.models.published.ResNet18`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str = "padding") -> None:
         super().__init__()
+        if shortcut not in ("padding", "projection"):
+            raise ValueError(f"shortcut must be 'padding' or 'projection', got {shortcut!r}")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut: nn.Module = PaddingShortcut(in_channels, out_channels, stride)
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
+        if (stride != 1 or in_channels != out_channels) and shortcut == "padding":
+            self.shortcut = PaddingShortcut(in_channels, out_channels, stride)
+        elif stride != 1 or in_channels != out_channels:
+            # A Sequential, so that its tensors are named shortcut.0 / shortcut.1 as in the published layout.
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         """The block applied to feature maps ``x`` ``[B, C, H, W]``."""
