@@ -9,11 +9,14 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 from torch import nn
+
+from hmcam.models import build_model, save_checkpoint
 
 
 def set_seed(seed: int) -> None:
@@ -155,6 +158,47 @@ def tiny_net_factory():
         return TinyNet(channels, side, classes).train()
 
     return build
+
+
+@pytest.fixture(scope="session")
+def lenet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained Fashion-MNIST LeNet (seed 0) saved as an hmcam checkpoint: what the CLI tests load."""
+    torch.manual_seed(0)
+    model = build_model("lenet", num_classes=10, in_channels=1)
+    path = tmp_path_factory.mktemp("ckpt") / "lenet.safetensors"
+    save_checkpoint(
+        path,
+        model,
+        architecture="lenet",
+        dataset="fashion-mnist",
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        mean=None,
+        std=None,
+        training={},
+        metrics={},
+    )
+    return path
+
+
+@pytest.fixture
+def tiny_train_config() -> dict[str, Any]:
+    """Two epochs of natural training of a 16-unit MLP on 64 Fashion-MNIST images: the run-folder tests' run."""
+    return {
+        "dataset": "fashion-mnist",
+        "model": "mlp",
+        "model_options": {"hidden": [16]},
+        "method": "natural",
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.05,
+        "train_limit": 64,
+        "test_limit": 32,
+        "eval_subset": 0,
+        "seed": 0,
+        "progress": False,
+        "device": "cpu",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -5,31 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from hmcam.cli import main
 from hmcam.core.storage import load_tensors
-from hmcam.models import build_model, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("lenet", num_classes=10, in_channels=1)
-    path = tmp_path_factory.mktemp("ckpt") / "lenet.safetensors"
-    save_checkpoint(
-        path,
-        model,
-        architecture="lenet",
-        dataset="fashion-mnist",
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        mean=None,
-        std=None,
-        training={},
-        metrics={},
-    )
-    return path
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -38,11 +16,11 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_attack_writes_examples_summary_and_grid(capsys, checkpoint, tmp_path) -> None:
+def test_attack_writes_examples_summary_and_grid(capsys, lenet_checkpoint, tmp_path) -> None:
     code, out, _ = run(
         capsys,
         "attack",
-        str(checkpoint),
+        str(lenet_checkpoint),
         "--attack",
         "hmcam",
         "--eps",
@@ -68,11 +46,11 @@ def test_attack_writes_examples_summary_and_grid(capsys, checkpoint, tmp_path) -
     assert json.loads(out)["out"] == str(tmp_path)
 
 
-def test_eval_reports_clean_and_robust_accuracy(capsys, checkpoint, tmp_path) -> None:
+def test_eval_reports_clean_and_robust_accuracy(capsys, lenet_checkpoint, tmp_path) -> None:
     code, out, _ = run(
         capsys,
         "eval",
-        str(checkpoint),
+        str(lenet_checkpoint),
         "--attacks",
         "pgd",
         "--eps",
@@ -121,12 +99,12 @@ def test_train_then_resume(capsys, tmp_path) -> None:
     assert code == 0 and json.loads(out)["resumed_from_epoch"] == 1
 
 
-def test_errors_are_readable_and_exit_non_zero(capsys, checkpoint, tmp_path) -> None:
-    code, _, err = run(capsys, "attack", str(checkpoint), "--attack", "nope", "--out", str(tmp_path))
+def test_errors_are_readable_and_exit_non_zero(capsys, lenet_checkpoint, tmp_path) -> None:
+    code, _, err = run(capsys, "attack", str(lenet_checkpoint), "--attack", "nope", "--out", str(tmp_path))
     assert code == 2 and "unknown attack 'nope'" in err
     code, _, err = run(capsys, "eval", str(tmp_path / "missing.safetensors"))
     assert code == 2 and "missing.safetensors" in err
-    code, _, err = run(capsys, "eval", str(checkpoint), "--eps", "-1", "--limit", "4")
+    code, _, err = run(capsys, "eval", str(lenet_checkpoint), "--eps", "-1", "--limit", "4")
     assert code == 2 and "eps" in err
     with pytest.raises(SystemExit):
         main(["frobnicate"])

@@ -14,7 +14,6 @@ from hmcam.attacks import HMCAM, ChainResult
 from hmcam.attacks.arviz_export import chains_draws_examples, check_export, read_netcdf, write_netcdf
 from hmcam.cli import main
 from hmcam.evaluation.sampling import diagnose
-from hmcam.models import build_model, save_checkpoint
 
 with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor with a FutureWarning on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -95,29 +94,9 @@ def test_check_export_refuses_before_any_work(tmp_path) -> None:
     assert check_export(tmp_path / "new" / "chains.nc", "hmcam", True) == tmp_path / "new" / "chains.nc"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("lenet", num_classes=10, in_channels=1)
-    path = tmp_path_factory.mktemp("ckpt") / "lenet.safetensors"
-    save_checkpoint(
-        path,
-        model,
-        architecture="lenet",
-        dataset="fashion-mnist",
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        mean=None,
-        std=None,
-        training={},
-        metrics={},
-    )
-    return path
-
-
-def test_cli_writes_the_chains(capsys, checkpoint, tmp_path) -> None:
+def test_cli_writes_the_chains(capsys, lenet_checkpoint, tmp_path) -> None:
     target = tmp_path / "export" / "chains.nc"
-    argv = ["attack", str(checkpoint), "--attack", "hmcam", "--steps", "1", "--samples", "6", "--chains", "2"]
+    argv = ["attack", str(lenet_checkpoint), "--attack", "hmcam", "--steps", "1", "--samples", "6", "--chains", "2"]
     argv += ["--limit", "10", "--batch-size", "4", "--out", str(tmp_path / "run"), "--arviz", str(target)]
     assert main(argv) == 0
     files = json.loads(capsys.readouterr().out)["files"]
@@ -133,8 +112,8 @@ def test_cli_writes_the_chains(capsys, checkpoint, tmp_path) -> None:
     )  # the summary rounds to float32
 
 
-def test_cli_refuses_an_attack_without_chains(capsys, checkpoint, tmp_path) -> None:
-    argv = ["attack", str(checkpoint), "--attack", "pgd", "--limit", "4", "--out", str(tmp_path / "run")]
+def test_cli_refuses_an_attack_without_chains(capsys, lenet_checkpoint, tmp_path) -> None:
+    argv = ["attack", str(lenet_checkpoint), "--attack", "pgd", "--limit", "4", "--out", str(tmp_path / "run")]
     assert main([*argv, "--arviz", str(tmp_path / "chains.nc")]) == 2
     assert "has none" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "chains.nc").exists()

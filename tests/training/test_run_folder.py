@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,24 +13,10 @@ import torch
 from hmcam.core.storage import load_tensors, save_tensors
 from hmcam.training import TrainConfig, train
 
-CONFIG = dict(
-    dataset="fashion-mnist",
-    model="mlp",
-    model_options={"hidden": [16]},
-    method="natural",
-    epochs=2,
-    batch_size=32,
-    lr=0.05,
-    train_limit=64,
-    test_limit=32,
-    eval_subset=0,
-    seed=0,
-    progress=False,
-    device="cpu",
-)
 
-
-def test_the_state_is_the_last_file_of_every_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_state_is_the_last_file_of_every_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_train_config: dict[str, Any]
+) -> None:
     written: list[str] = []
     replace = os.replace
 
@@ -38,7 +25,7 @@ def test_the_state_is_the_last_file_of_every_epoch(tmp_path: Path, monkeypatch: 
         written.append(Path(target).name)
 
     monkeypatch.setattr(os, "replace", recording)
-    train(TrainConfig(**CONFIG, out=str(tmp_path / "run")))
+    train(TrainConfig(**tiny_train_config, out=str(tmp_path / "run")))
     assert written[0] == "config.json"
     epochs = "|".join(written[1:]).split("state.safetensors")
     # After the last state only the finished run's files, which no resume needs.
@@ -47,14 +34,14 @@ def test_the_state_is_the_last_file_of_every_epoch(tmp_path: Path, monkeypatch: 
         assert {"metrics.jsonl", "curves.png", "last.safetensors", "state.json"} <= set(epoch.strip("|").split("|"))
 
 
-def test_resume_rewrites_metrics_and_curves_from_the_state(tmp_path: Path) -> None:
+def test_resume_rewrites_metrics_and_curves_from_the_state(tmp_path: Path, tiny_train_config: dict[str, Any]) -> None:
     out = tmp_path / "run"
-    summary = train(TrainConfig(**CONFIG, out=str(out)))
+    summary = train(TrainConfig(**tiny_train_config, out=str(out)))
     metrics = (out / "metrics.jsonl").read_text()
     # A kill after the metrics of a third epoch but before its state; the curves lost.
     (out / "metrics.jsonl").write_text(metrics + '{"epoch": 3, "train_loss": 0.1}\n')
     (out / "curves.png").unlink()
-    again = train(TrainConfig(**CONFIG, out=str(out)), resume=True)
+    again = train(TrainConfig(**tiny_train_config, out=str(out)), resume=True)
     assert again["final"] == summary["final"]
     assert (out / "metrics.jsonl").read_text() == metrics
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,9 +51,9 @@ def _rewrite(path: Path, tensors: dict, meta: dict) -> None:
     save_tensors(path, tensors, meta)
 
 
-def test_a_damaged_state_is_a_value_error_naming_the_file(tmp_path: Path) -> None:
+def test_a_damaged_state_is_a_value_error_naming_the_file(tmp_path: Path, tiny_train_config: dict[str, Any]) -> None:
     out = tmp_path / "run"
-    config = TrainConfig(**CONFIG, out=str(out))
+    config = TrainConfig(**tiny_train_config, out=str(out))
     train(config)
     state = out / "state.safetensors"
     tensors, meta = load_tensors(state)

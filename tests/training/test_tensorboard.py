@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,22 +16,6 @@ from hmcam.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog, epoch_sc
 
 pytest.importorskip("tensorboard", reason="the TensorBoard curves need the extra: pip install 'hmcam[tensorboard]'")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
-CONFIG = dict(
-    dataset="fashion-mnist",
-    model="mlp",
-    model_options={"hidden": [16]},
-    method="natural",
-    epochs=2,
-    batch_size=32,
-    lr=0.05,
-    train_limit=64,
-    test_limit=32,
-    eval_subset=0,
-    seed=0,
-    progress=False,
-    device="cpu",
-)
 
 
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -46,9 +31,11 @@ def test_epoch_scalars_keep_the_finite_numbers_under_sections() -> None:
     assert scalar_tag("passes_total") == "train/passes_total"
 
 
-def test_training_writes_every_epoch_and_a_resume_shows_each_once(tmp_path: Path) -> None:
+def test_training_writes_every_epoch_and_a_resume_shows_each_once(
+    tmp_path: Path, tiny_train_config: dict[str, Any]
+) -> None:
     out = tmp_path / "run"
-    train(TrainConfig(**CONFIG, out=str(out), tensorboard=True))
+    train(TrainConfig(**tiny_train_config, out=str(out), tensorboard=True))
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     scalars = read_scalars(out / TENSORBOARD_DIR)
     assert {"train/train_loss", "train/train_accuracy", "train/lr", "eval/clean_accuracy", "time/seconds"} <= set(
@@ -62,12 +49,12 @@ def test_training_writes_every_epoch_and_a_resume_shows_each_once(tmp_path: Path
     stray.add_epoch({"epoch": 3, "train_loss": 123.0})
     stray.close()
     assert [step for step, _ in read_scalars(out / TENSORBOARD_DIR)["train/train_loss"]] == [1, 2, 3]
-    train(TrainConfig(**CONFIG, out=str(out), tensorboard=True), resume=True)
+    train(TrainConfig(**tiny_train_config, out=str(out), tensorboard=True), resume=True)
     assert [step for step, _ in read_scalars(out / TENSORBOARD_DIR)["train/train_loss"]] == [1, 2]
 
 
-def test_no_event_files_without_the_option(tmp_path: Path) -> None:
-    train(TrainConfig(**CONFIG, out=str(tmp_path / "run")))
+def test_no_event_files_without_the_option(tmp_path: Path, tiny_train_config: dict[str, Any]) -> None:
+    train(TrainConfig(**tiny_train_config, out=str(tmp_path / "run")))
     assert not (tmp_path / "run" / TENSORBOARD_DIR).exists()
 
 
