@@ -111,6 +111,8 @@ CLAIMS: dict[str, Claim] = {
 }
 
 
+#: The robustness claims of :data:`CLAIMS` (CAT against each of :data:`RIVALS`): those that wait for convergence.
+ROBUSTNESS_CLAIMS = frozenset(f"cat-vs-{rival.lower()}" for rival in RIVALS)
 #: The arm each claim of :data:`CLAIMS` compares CAT with.
 CLAIM_RIVALS = {
     **{f"cat-vs-{rival.lower()}": rival for rival in RIVALS},
@@ -317,7 +319,7 @@ def _robustness_sentence(arms: dict[str, list[dict[str, Any]]], rival: str) -> s
 
 def _measured(name: str, arms: dict[str, list[dict[str, Any]]], rival: str) -> str:
     """What a claim of :data:`CLAIMS` measures, CAT against ``rival``, as its ``ours`` sentence."""
-    if name.startswith("cat-vs-"):
+    if name in ROBUSTNESS_CLAIMS:
         return _robustness_sentence(arms, rival)
     if name == "clean-vs-pgd-at":
         return f"{_difference(arms, 'CAT', rival, 'clean'):+.1f} points (margin -{CLEAN_MARGIN:g})"
@@ -370,7 +372,7 @@ def study_evidence(study: Study, runs: Sequence[dict[str, Any]]) -> list[Evidenc
             continue
         ours = _measured(name, arms, rival)
         rising = None
-        if name.startswith("cat-vs-"):
+        if name in ROBUSTNESS_CLAIMS:
             ours += _gains_sentence(gains, ("CAT", rival))
             rising = _still_rising(study, gains, ("CAT", rival))
         if rising is not None:

@@ -136,8 +136,10 @@ def _setting(study: Study, scale: Scale) -> str:
 
 def _convergence_sentence(study: Study, study_summary: dict[str, Any]) -> str:
     # Which arms were still gaining robust accuracy at a larger budget, and whose convergence was not measured.
-    late = [label for label, done in study_summary["converged"].items() if done is False]
-    unknown = [label for label, done in study_summary["converged"].items() if done is None]
+    # In the study's order: a summary read back from results.json has its keys sorted.
+    done = {arm.label: study_summary["converged"][arm.label] for arm in study.arms}
+    late = [label for label, measured in done.items() if measured is False]
+    unknown = [label for label, measured in done.items() if measured is None]
     where = f"at {study.budget:g} passes per example" if study.budget else "at the paper's epochs"
     said = (
         f"Not converged {where} (AutoAttack robust accuracy {100 * CONVERGED_GAIN:g} point or more higher at the "
@@ -212,8 +214,8 @@ def convergence_rows(scale: Scale, summaries: dict[str, Any]) -> list[dict[str, 
     rows = []
     for study in scale.studies:
         summary = summaries[study.name]
-        for label, done in summary["converged"].items():
-            gain = summary["budget_gain"][label]
+        for label in (arm.label for arm in study.arms):
+            done, gain = summary["converged"][label], summary["budget_gain"][label]
             rows.append(
                 {
                     "study": study.name,
