@@ -17,6 +17,7 @@ from hmcam.evaluation import predict
 from hmcam.experiments.calibration import calibrated
 from hmcam.experiments.claims import FIELDS, VERDICTS
 from hmcam.experiments.framework import RunOptions
+from hmcam.experiments.pooled import zoo_mean_rows
 from hmcam.experiments.registry import EXPERIMENTS, SCALE_NAMES
 from hmcam.experiments.setup import ATTACK_SCALES, attack_images
 from hmcam.experiments.zoo import ZOOS, trained_zoo
@@ -175,6 +176,19 @@ def test_several_zoos_run_one_by_one_and_their_claims_are_judged_together(smoke_
         rows = list(csv.DictReader(table))
     assert list(rows[0]) == ["claim", "zoo seed 0", "zoo seed 1", "pooled", "verdict"]
     assert "zoo-seed-1/report.md" in (out / "report.md").read_text()
+    # Table 2 itself, each zoo's results.csv averaged over the zoos cell by cell; the results page shows it.
+    assert pooled["shown_tables"] == ["zoo-mean.csv"]
+    tables = [list(csv.DictReader((out / f"zoo-seed-{seed}" / "results.csv").open())) for seed in (0, 1)]
+    mean = list(csv.DictReader((out / "zoo-mean.csv").open()))
+    assert len(mean) == len(tables[0]) and list(mean[0]) == list(tables[0][0])
+    for row, first, second in zip(mean, *tables, strict=True):
+        assert [row[key] for key in ("source", "attack", "target")] == [
+            first[key] for key in ("source", "attack", "target")
+        ]
+        assert float(row["success_rate"]) == pytest.approx(
+            (float(first["success_rate"]) + float(second["success_rate"])) / 2, abs=1e-4
+        )
+    assert "### The main table, mean over the zoos" in (out / "report.md").read_text()
     assert (out / "transfer.png").read_bytes() == (out / "zoo-seed-0" / "transfer.png").read_bytes()
     # A second run redoes no zoo: their folders are finished.
     stamps = [(out / f"zoo-seed-{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)]
@@ -235,3 +249,10 @@ def test_few_sample_sets_and_fine_tuning(smoke_models: Path) -> None:
         assert torch.equal(a, b)  # seeded order: the same weights twice
     assert not torch.equal(next(first.parameters()), before[0])  # the copy was trained
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))  # the source was not
+
+
+def test_zoo_mean_keeps_common_cells_averages_numbers_and_shows_differing_text() -> None:
+    first = [{"attack": "PGD", "N": "10", "success": "0.5", "note": "a"}]
+    second = [{"attack": "PGD", "N": "10", "success": "0.7", "note": "b"}]
+    assert zoo_mean_rows([first, second]) == [{"attack": "PGD", "N": "10", "success": 0.6, "note": "a / b"}]
+    assert zoo_mean_rows([first, [*second, *second]]) == []  # tables of different shapes are not averaged

@@ -5,15 +5,18 @@ A conclusion should be about the method, not about one trained zoo. With two or 
 its own seed) into ``OUT/zoo-seed-K``, reads back each run's evidence (``evidence.json``) and
 judges every claim on the values of all zoos at once, with a two-stage bootstrap over zoo seeds and
 the images within them (:func:`hmcam.experiments.claims.judge`). ``OUT`` then holds the pooled
-claims, each claim's estimate per zoo (``results.csv``), the first zoo's figures and a report that
-links the per-zoo reports. A finished zoo run is not redone.
+claims, each claim's estimate per zoo (``results.csv``), the zoos' main tables averaged over the
+zoos (``zoo-mean.csv``, the table of the paper the experiment reproduces), the first zoo's figures
+and a report that links the per-zoo reports. A finished zoo run is not redone.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,12 @@ from hmcam.experiments.claims import judge
 from hmcam.experiments.evidence import EVIDENCE_FILE, evidence_from_records, pool
 from hmcam.experiments.framework import CLAIMS_TABLE, RunOptions, claim_table
 from hmcam.experiments.setup import AttackScale, calibration_text
-from hmcam.reporting.run_folder import CONFIG_FILE, RESULTS_FILE, RunFolder, json_ready
+from hmcam.reporting.results_page import SHOWN_TABLES
+from hmcam.reporting.run_folder import CONFIG_FILE, RESULTS_FILE, TABLE_FILE, RunFolder, json_ready
 from hmcam.reporting.tables import markdown_table
 
+#: The pooled folder's table: each zoo's main table (``results.csv``) averaged over the zoos, cell by cell.
+ZOO_MEAN_TABLE = "zoo-mean.csv"
 #: An experiment's function: a one-zoo scale and where to run it -> what its run returns.
 Function = Callable[[AttackScale, RunOptions], dict[str, Any]]
 
@@ -58,6 +64,8 @@ def run_on_zoos(function: Function, scale: AttackScale, options: RunOptions) -> 
     experiment = runs[seeds[0]]["experiment"]
     claims = judge(pool(evidence))
     rows = _per_zoo_rows(claims, runs)
+    tables = [_read_table(zoo_run_folder(options.out, seed) / TABLE_FILE) for seed in seeds]
+    mean_rows = zoo_mean_rows(tables)
     top = options.run_folder()
     settings = dataclasses.asdict(scale)
     top.write_config({"experiment": experiment, "scale": settings, "device": options.device, "zoo_seeds": seeds})
@@ -66,14 +74,56 @@ def run_on_zoos(function: Function, scale: AttackScale, options: RunOptions) -> 
         "scale": settings,
         "zoos": [{"seed": seed, "folder": zoo_run_folder(Path("."), seed).name} for seed in seeds],
         "claims": claims,
+        SHOWN_TABLES: [ZOO_MEAN_TABLE] if mean_rows else [],
     }
     top.write_results(results)
     top.write_table(rows, list(rows[0]) if rows else ["claim"])
     top.write_table(claims, CLAIM_FIELDS, CLAIMS_TABLE)
+    if mean_rows:
+        top.write_table(mean_rows, list(mean_rows[0]), ZOO_MEAN_TABLE)
     figures = _copy_figures(zoo_run_folder(options.out, seeds[0]), top)
-    report = _report(experiment, scale, claims, rows, figures)
+    report = _report(experiment, scale, claims, rows, figures, mean_rows)
     top.write_report(report)
     return {"out": str(top.path), **results, "report": report}
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _mean_cell(cells: Sequence[str]) -> str | float:
+    """One cell of :data:`ZOO_MEAN_TABLE`: the zoos' common value, their mean, or (text) each zoo's value."""
+    if len(set(cells)) == 1:
+        return cells[0]
+    numbers = [_number(cell) for cell in cells]
+    if all(number is not None for number in numbers):
+        return round(statistics.fmean(number for number in numbers if number is not None), 4)
+    return " / ".join(cells)
+
+
+def zoo_mean_rows(tables: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, Any]]:
+    """The zoos' main tables averaged over the zoos, cell by cell: the paper's table at the scale's zoo seeds.
+
+    Every zoo runs the same jobs in the same order, so rows are matched by position; a cell equal on
+    every zoo (a model, an attack, N) is kept, numbers are replaced by their mean over the zoos, and
+    differing text shows each zoo's value (``a / b``). Tables of different shapes give no rows.
+    """
+    shapes = {(len(table), tuple(table[0]) if table else ()) for table in tables}
+    if len(shapes) != 1 or not tables[0]:
+        return []
+    columns = list(tables[0][0])
+    return [
+        {column: _mean_cell([row[column] or "" for row in rows]) for column in columns}
+        for rows in zip(*tables, strict=True)
+    ]
 
 
 def _copy_figures(source: Path, top: RunFolder) -> list[str]:
@@ -100,7 +150,12 @@ def _per_zoo_rows(claims: list[dict[str, Any]], runs: dict[int, dict[str, Any]])
 
 
 def _report(
-    experiment: str, scale: AttackScale, claims: list[dict[str, Any]], rows: list[dict[str, Any]], figures: list[str]
+    experiment: str,
+    scale: AttackScale,
+    claims: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    figures: list[str],
+    mean_rows: list[dict[str, Any]],
 ) -> str:
     folders = {seed: zoo_run_folder(Path("."), seed).name for seed in scale.zoo_seeds}
     links = ", ".join(f"[zoo seed {seed}]({folder}/report.md)" for seed, folder in folders.items())
@@ -122,6 +177,16 @@ def _report(
     ]
     if rows:
         lines.append(markdown_table(rows, list(rows[0])))
+    if mean_rows:
+        lines += [
+            "",
+            "### The main table, mean over the zoos",
+            "",
+            f"Each zoo's `results.csv`, averaged over the {len(scale.zoo_seeds)} zoos cell by cell "
+            f"(`{ZOO_MEAN_TABLE}`).",
+            "",
+            markdown_table(mean_rows, list(mean_rows[0])),
+        ]
     if figures:
         lines += ["", f"### Figures of zoo seed {scale.zoo_seeds[0]}", ""]
         lines += [f"![{name}]({name})" for name in figures]
